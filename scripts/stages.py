@@ -5,7 +5,6 @@ with a table of times and one `stage: N passed, N failed` line per stage,
 then a `total:` line. A stage that fails, or that ran no test, fails the run.
 """
 
-import hashlib
 import os
 import pathlib
 import re
@@ -18,8 +17,6 @@ import xml.etree.ElementTree as ET
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 OUT = ROOT / "tests" / "output"
-# Outside the checkout: inside it, ansible-test would ask git and see only ignored files.
-BUILD = pathlib.Path(tempfile.gettempdir()) / ("failsafe-recovery-" + hashlib.sha256(str(ROOT).encode()).hexdigest()[:12])
 VENV_BIN = ROOT / ".venv" / "bin"
 
 
@@ -54,8 +51,8 @@ def junit_counts(path):
     return tests - failed - skipped, failed, skipped
 
 
-def collection_tree():
-    """Copy the git-visible files to BUILD/ansible_collections/failsafe/recovery.
+def collection_tree(build):
+    """Copy the git-visible files to <build>/ansible_collections/failsafe/recovery.
 
     ansible-test resolves symlinks and insists on working inside a real
     ansible_collections/<ns>/<name> directory, so the checkout is copied
@@ -63,9 +60,7 @@ def collection_tree():
     """
     files = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
                            cwd=str(ROOT), capture_output=True, check=True).stdout.split(b"\0")
-    tree = BUILD / "ansible_collections" / "failsafe" / "recovery"
-    if tree.exists():
-        shutil.rmtree(tree)
+    tree = build / "ansible_collections" / "failsafe" / "recovery"
     for name in files:
         if not name:
             continue
@@ -81,10 +76,9 @@ def collection_tree():
         if ns_dir.name == "failsafe":
             continue
         for coll in ns_dir.iterdir():
-            link = BUILD / "ansible_collections" / ns_dir.name / coll.name
+            link = build / "ansible_collections" / ns_dir.name / coll.name
             link.parent.mkdir(parents=True, exist_ok=True)
-            if not link.exists():
-                link.symlink_to(coll.resolve())
+            link.symlink_to(coll.resolve())
     return tree
 
 
@@ -100,9 +94,15 @@ def stage_lint():
 
 
 def stage_sanity():
-    tree = collection_tree()
-    rc, out = run(["ansible-test", "sanity", "--venv", "--python", "3.11", "--color", "no"], cwd=tree,
-                  log=OUT / "sanity.log")
+    # A scratch copy outside the checkout (inside it, ansible-test would ask git
+    # and see only ignored files), one per run so parallel runs never collide.
+    build = pathlib.Path(tempfile.mkdtemp(prefix="failsafe-recovery-sanity-"))
+    try:
+        tree = collection_tree(build)
+        rc, out = run(["ansible-test", "sanity", "--venv", "--python", "3.11", "--color", "no"], cwd=tree,
+                      log=OUT / "sanity.log")
+    finally:
+        shutil.rmtree(build, ignore_errors=True)
     ran = set(re.findall(r'^Running sanity test "([^"]+)"', out, re.M))
     failed = re.search(r"The (\d+) sanity test\(s\) listed below \(out of (\d+)\) failed", out)
     n_failed = int(failed.group(1)) if failed else (1 if rc else 0)
