@@ -439,40 +439,49 @@ def _quote_ident(name):
     return '"%s"' % (name or "").replace('"', '""')
 
 
-# ---------------------------------------------------------------- module driver
+# ---------------------------------------------------------------- module drivers
 
-def run(module):
-    """Everything pg_restore_point does, given its AnsibleModule; exits through the module."""
+def _options(module):
+    """Validate the options shared by both modules before any connection; return (name, ledger_db, schema)."""
     params = module.params
-    state = params["state"]
     name = params.get("name")
     ledger_db = params.get("ledger_db") or params.get("login_db") or "postgres"
     schema = params["ledger_schema"]
-
     for problem in (validate_identifier("ledger_db", ledger_db), validate_identifier("ledger_schema", schema),
                     validate_name(name) if name is not None else None):
         if problem:
             module.fail_json(msg="Invalid option: %s." % problem)
+    return name, ledger_db, schema
+
+
+def _execute(module, ledger, action):
+    try:
+        with ledger:
+            result = action()
+    except LedgerError as exc:
+        module.fail_json(msg=exc.msg, **exc.facts)
+    if ledger.warnings:
+        result["warnings"] = ledger.warnings
+    module.exit_json(**result)
+
+
+def run(module):
+    """Everything pg_restore_point does, given its AnsibleModule; exits through the module."""
+    params = module.params
+    name, ledger_db, schema = _options(module)
     if params["archive_timeout"] <= 0:
         module.fail_json(msg="archive_timeout must be a positive number of seconds, got %s." % params["archive_timeout"])
     if params["poll_interval"] <= 0:
         module.fail_json(msg="poll_interval must be positive, got %s." % params["poll_interval"])
-
     ledger = RestorePointLedger(params, ledger_db, schema, check_mode=module.check_mode)
-    try:
-        with ledger:
-            if state == "info":
-                result = _info(ledger, name)
-            else:
-                result = _present(ledger, module, name, params)
-    except LedgerError as exc:
-        facts = dict(exc.facts)
-        if "point" in facts:
-            facts["changed"] = facts.pop("changed", True)
-        module.fail_json(msg=exc.msg, **facts)
-    if ledger.warnings:
-        result["warnings"] = ledger.warnings
-    module.exit_json(**result)
+    _execute(module, ledger, lambda: _present(ledger, module, name, params))
+
+
+def run_info(module):
+    """Everything pg_restore_point_info does; read-only, exits through the module."""
+    name, ledger_db, schema = _options(module)
+    ledger = RestorePointLedger(module.params, ledger_db, schema, check_mode=module.check_mode)
+    _execute(module, ledger, lambda: _info(ledger, name))
 
 
 def _info(ledger, name):
@@ -483,7 +492,8 @@ def _info(ledger, name):
         points = [p for p in points if p]
     return dict(changed=False, ledger_exists=exists, points=points,
                 point=points[0] if name and points else None,
-                archiver=shape_archiver(ledger.archiver()), target=ledger.target)
+                archiver=shape_archiver(ledger.archiver()), target=ledger.target,
+                ledger=dict(database=ledger.ledger_db, schema=ledger.schema, table=LEDGER_TABLE))
 
 
 def _present(ledger, module, name, params):
@@ -494,9 +504,9 @@ def _present(ledger, module, name, params):
     base = dict(target=ledger.target, ledger=dict(database=ledger.ledger_db, schema=ledger.schema, table=LEDGER_TABLE))
 
     if existing and labels and existing["labels"] != labels:
-        ledger.warnings.append("Restore point %r already exists with labels %s; the requested labels %s were not applied "
-                               "(a point is never recreated)." % (name, json.dumps(existing["labels"], sort_keys=True),
-                                                                   json.dumps(labels, sort_keys=True)))
+        ledger.warnings.append(
+            "Restore point %r already exists with labels %s; the requested labels %s were not applied "
+            "(a point is never recreated)." % (name, json.dumps(existing["labels"], sort_keys=True), json.dumps(labels, sort_keys=True)))
 
     if module.check_mode:
         if existing and existing["status"] != STATUS_PENDING:

@@ -21,12 +21,12 @@ description:
   - With O(switch_wal) and O(wait_archived) the module switches to a new WAL segment and waits until
     C(pg_stat_archiver) shows the point's segment archived; only then is the point durable off the server.
     A failing or stalled archiver fails the task with the archiver's last error.
-  - O(state=info) lists the ledger without changing anything.
+  - M(failsafe.recovery.pg_restore_point_info) lists the ledger without changing anything.
   - Refuses on a standby, when the login role lacks EXECUTE on C(pg_create_restore_point) (or C(pg_switch_wal) with
     O(switch_wal=true)), and when archiving is off but O(wait_archived=true). All of this is checked before anything
     is written.
 author:
-  - failsafe.recovery contributors
+  - failsafe.recovery contributors (@failsafe-recovery)
 extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
   - failsafe.recovery.postgres
@@ -43,23 +43,18 @@ attributes:
     details:
       - Connects to PostgreSQL over the network or a Unix socket from the host the task runs on.
   idempotent:
+    description: When run again with the same arguments, the module changes nothing and returns C(changed=false).
     support: full
     details:
       - Keyed on O(name). A point that exists is never created again.
 options:
-  state:
-    description:
-      - V(present) creates the restore point O(name) unless the ledger already holds it.
-      - V(info) returns the ledger (or only O(name)) and the archiver's status; nothing is written.
-    type: str
-    choices: [present, info]
-    default: present
   name:
     description:
       - Name of the restore point, 1 to 63 characters of letters, digits and the characters C(_), C(.), C(:), C(@),
         C(+) and C(-), starting with a letter or digit.
-      - Required with O(state=present). With O(state=info), limits the result to this point.
+      - The point is created unless the ledger already holds this name.
     type: str
+    required: true
   labels:
     description:
       - Free-form facts stored with the point, for example the deployment id and the git commit.
@@ -106,6 +101,7 @@ notes:
   - A ledger row with status C(pending) left by an interrupted run is completed by the next run with the same name.
     This is safe because every point of that name lies after the row's commit.
 seealso:
+  - module: failsafe.recovery.pg_restore_point_info
   - name: PostgreSQL backup control functions
     description: pg_create_restore_point, pg_switch_wal and pg_walfile_name.
     link: https://www.postgresql.org/docs/current/functions-admin.html#FUNCTIONS-ADMIN-BACKUP
@@ -132,24 +128,17 @@ EXAMPLES = r"""
     wait_archived: false
     login_unix_socket: /var/run/postgresql
 
-- name: List every point in the ledger
-  failsafe.recovery.pg_restore_point:
-    state: info
-    login_host: db1.example.com
-  register: ledger
-
-- name: Show the LSN of one point
+- name: Show where the point is
   ansible.builtin.debug:
-    msg: "{{ ledger.points | selectattr('name', 'equalto', 'pre_deploy_42') | map(attribute='lsn') | first }}"
+    msg: "{{ restore_point.point.name }} at {{ restore_point.point.lsn }} in {{ restore_point.point.wal_file }}"
 """
 
 RETURN = r"""
 point:
   description:
-    - The ledger record of the point. With O(state=present) in check mode and a point that does not exist yet, the
-      prediction (only name, labels and database are known).
-    - With O(state=info) and O(name), the record or V(null) when the ledger has no such point.
-  returned: state=present, or state=info with name
+    - The ledger record of the point. In check mode, for a point that does not exist yet, the prediction (only name,
+      labels and database are known).
+  returned: always
   type: dict
   contains:
     name:
@@ -202,30 +191,19 @@ point:
       description: Database that holds the ledger row.
       type: str
       sample: postgres
-points:
-  description: Ledger records, oldest first (same fields as RV(point)).
-  returned: state=info
-  type: list
-  elements: dict
-  sample: [{"name": "pre_deploy_42", "status": "archived", "lsn": "0/3000090", "timeline": 1}]
-ledger_exists:
-  description: Whether the ledger table exists.
-  returned: state=info
-  type: bool
-  sample: true
 created:
   description: Whether this run created the point (in check mode, whether it would).
-  returned: state=present
+  returned: always
   type: bool
   sample: true
 wal_switched:
   description: Whether this run switched to a new WAL segment.
-  returned: state=present and not check mode
+  returned: when not in check mode
   type: bool
   sample: true
 archiver:
   description: The row of C(pg_stat_archiver) last read.
-  returned: always except in check mode with state=present
+  returned: when not in check mode
   type: dict
   sample:
     archived_count: 12
@@ -236,7 +214,7 @@ archiver:
     last_failed_time: null
 ledger:
   description: Where the ledger lives.
-  returned: state=present
+  returned: always
   type: dict
   sample: {"database": "postgres", "schema": "failsafe_recovery", "table": "restore_points"}
 target:
@@ -246,7 +224,7 @@ target:
   sample: postgres@db1.example.com:5432
 msg:
   description: What was done or would be done.
-  returned: state=present
+  returned: always
   type: str
   sample: created restore point 'pre_deploy_42' at 0/3000090
 """
@@ -258,8 +236,7 @@ from ansible_collections.failsafe.recovery.plugins.module_utils._postgres import
 def main():
     argument_spec = postgres_argument_spec()
     argument_spec.update(
-        state=dict(type="str", choices=["present", "info"], default="present"),
-        name=dict(type="str"),
+        name=dict(type="str", required=True),
         labels=dict(type="dict", default={}),
         ledger_db=dict(type="str"),
         ledger_schema=dict(type="str", default="failsafe_recovery"),
@@ -271,7 +248,6 @@ def main():
     module = FailsafeModule(
         argument_spec=argument_spec,
         requires=("psycopg",),
-        required_if=[("state", "present", ["name"])],
     )
     run(module)
 
