@@ -1,0 +1,265 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: failsafe.recovery contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: incident_journal
+short_description: Open an incident journal, append timeline events and read its escalation status
+version_added: 0.1.0
+description:
+  - The incident journal is a JSON-lines file, mode C(0600), one record per line, appended atomically (one
+    C(O_APPEND) write per record), so records written by this module and by the C(failsafe.recovery.journal)
+    callback plugin never interleave.
+  - O(action=open) creates the journal with its C(opened) record and returns the facts C(incident_journal_path),
+    C(incident_id) and C(incident_actor); the callback plugin starts writing one record per task result once it sees
+    C(incident_journal_path). Opening a journal that already belongs to the same incident changes nothing.
+  - O(action=event) appends a timeline event (C(began), C(detected), C(decided), C(started), C(restored),
+    C(verified), C(failed), C(note)) with optional before/after state. Values under keys that look like secrets
+    (password, token, secret, url, ...) are masked before they are written.
+  - O(action=notification) and O(action=escalation) record that a webhook was sent (or failed), by target name only,
+    never its URL.
+  - O(action=status) reads the journal and returns the incident's elapsed time and which escalation marks are due.
+author:
+  - failsafe.recovery contributors
+extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
+attributes:
+  check_mode:
+    support: full
+    details:
+      - Returns the record that would be written without writing it. O(action=status) only reads.
+  diff_mode:
+    support: none
+  platform:
+    platforms: posix
+  idempotent:
+    support: partial
+    details:
+      - O(action=open) is idempotent per incident. O(action=event) appends a new record every time, by design (a
+        journal is an audit trail).
+options:
+  path:
+    description:
+      - Path of the journal file. Its directory must exist.
+    type: path
+    required: true
+  action:
+    description:
+      - What to do, see the description.
+    type: str
+    choices: [open, event, notification, escalation, status]
+    default: event
+  incident_id:
+    description:
+      - Id of the incident. Required with O(action=open); recorded with every record.
+    type: str
+  actor:
+    description:
+      - Who acts (the AWX user or the local user). Recorded with every record.
+    type: str
+    default: unknown
+  event:
+    description:
+      - With O(action=event), the moment of the timeline. With O(action=notification), the notification's event
+        (for example C(start), C(level), C(done), C(failed)).
+    type: str
+  at:
+    description:
+      - When the event happened, ISO 8601 (naive means UTC) or epoch seconds, if not now. For example the time a
+        health gate first saw the failure.
+    type: str
+  message:
+    description:
+      - A free-text line for the record.
+    type: str
+  before:
+    description:
+      - State before the action, recorded with secret-looking keys masked.
+    type: raw
+  after:
+    description:
+      - State after the action, recorded with secret-looking keys masked.
+    type: raw
+  details:
+    description:
+      - Further facts for the record (for example C(level), C(recovery_point), C(target), C(status)), secret-looking
+        keys masked.
+    type: dict
+    default: {}
+  marks:
+    description:
+      - With O(action=status), the escalation marks in minutes since the incident's onset (the earliest of the
+        C(began), C(detected) and C(opened) records).
+      - With O(action=escalation), the first element is the mark being recorded.
+    type: list
+    elements: float
+    default: []
+notes:
+  - The role C(failsafe.recovery.incident) drives this module; see its README.
+seealso:
+  - module: failsafe.recovery.incident_lock
+  - module: failsafe.recovery.incident_report
+"""
+
+EXAMPLES = r"""
+- name: Open the journal
+  failsafe.recovery.incident_journal:
+    path: /var/lib/failsafe/incidents/production-20261122T2153Z.jsonl
+    action: open
+    incident_id: production-20261122T2153Z
+    actor: alice
+
+- name: Record when the health gate first saw the failure
+  failsafe.recovery.incident_journal:
+    path: /var/lib/failsafe/incidents/production-20261122T2153Z.jsonl
+    incident_id: production-20261122T2153Z
+    event: detected
+    at: "2026-11-22T21:52:10Z"
+    message: error rate 34% > 10% on app1
+
+- name: Which escalation marks are due?
+  failsafe.recovery.incident_journal:
+    path: /var/lib/failsafe/incidents/production-20261122T2153Z.jsonl
+    action: status
+    marks: [15, 30, 60]
+  register: status
+"""
+
+RETURN = r"""
+record:
+  description: The record written (or that would be written in check mode).
+  returned: when action is not status
+  type: dict
+  sample:
+    ts: "2026-11-22T21:53:39.120000+00:00"
+    epoch: 1795384419.12
+    kind: event
+    event: detected
+    incident: production-20261122T2153Z
+    actor: alice
+elapsed_seconds:
+  description: Seconds since the incident's onset; null when the journal holds no onset.
+  returned: when action=status
+  type: float
+escalated:
+  description: Marks (minutes) already escalated according to the journal.
+  returned: when action=status
+  type: list
+  elements: float
+due:
+  description: Marks (minutes) passed and not yet escalated.
+  returned: when action=status
+  type: list
+  elements: float
+events:
+  description: Epoch time of the first record of each timeline event found in the journal.
+  returned: when action=status
+  type: dict
+records:
+  description: Number of records in the journal.
+  returned: when action=status
+  type: int
+ansible_facts:
+  description: Facts for the rest of the play and for the journal callback plugin.
+  returned: when action=open
+  type: dict
+  contains:
+    incident_journal_path:
+      description: Absolute path of the journal.
+      type: str
+      returned: when action=open
+    incident_id:
+      description: The incident id.
+      type: str
+      returned: when action=open
+    incident_actor:
+      description: The actor.
+      type: str
+      returned: when action=open
+"""
+
+import os
+
+from ansible_collections.failsafe.recovery.plugins.module_utils._base import FailsafeModule
+from ansible_collections.failsafe.recovery.plugins.module_utils import _journal
+
+
+def main():
+    module = FailsafeModule(
+        argument_spec=dict(
+            path=dict(type="path", required=True),
+            action=dict(type="str", choices=["open", "event", "notification", "escalation", "status"], default="event"),
+            incident_id=dict(type="str"),
+            actor=dict(type="str", default="unknown"),
+            event=dict(type="str"),
+            at=dict(type="str"),
+            message=dict(type="str"),
+            before=dict(type="raw"),
+            after=dict(type="raw"),
+            details=dict(type="dict", default={}),
+            marks=dict(type="list", elements="float", default=[]),
+        ),
+        required_if=[
+            ("action", "open", ["incident_id"]),
+            ("action", "event", ["event"]),
+            ("action", "notification", ["event"]),
+            ("action", "escalation", ["marks"]),
+        ],
+    )
+    p = module.params
+    path = os.path.abspath(p["path"])
+    if p["action"] == "event" and p["event"] not in _journal.EVENTS:
+        module.fail("event=%s is not a timeline event; use one of %s." % (p["event"], ", ".join(_journal.EVENTS)))
+    try:
+        at_epoch = _journal.parse_time(p["at"])
+    except ValueError:
+        module.fail("at=%s is neither epoch seconds nor an ISO 8601 time such as 2026-11-22T21:52:10Z." % p["at"])
+
+    if p["action"] == "status":
+        records, bad = _journal.read(path)
+        elapsed, sent, due = _journal.escalation_status(records, p["marks"])
+        module.exit_json(changed=False, elapsed_seconds=elapsed, escalated=sent, due=due,
+                         events=_journal.first_events(records), records=len(records), bad_lines=bad)
+
+    if p["action"] == "open":
+        facts = dict(incident_journal_path=path, incident_id=p["incident_id"], incident_actor=p["actor"])
+        if module.check_mode:
+            record = _journal.make_record("opened", incident=p["incident_id"], actor=p["actor"])
+            module.exit_json(changed=not os.path.exists(path), record=record, ansible_facts=facts)
+        try:
+            changed, record = _journal.open_journal(path, p["incident_id"], p["actor"], **_journal.redact(p["details"]))
+        except ValueError as exc:
+            module.fail("Cannot open the journal: %s. Use a journal path per incident." % exc)
+        except (IOError, OSError) as exc:
+            module.fail("Cannot create journal %s: %s. Check that its directory exists and is writable." % (path, exc))
+        module.exit_json(changed=changed, record=record, ansible_facts=facts)
+
+    fields = dict(message=p["message"])
+    fields.update(_journal.redact(p["details"]))
+    if at_epoch is not None:
+        fields.update(at=_journal.iso(at_epoch), at_epoch=round(at_epoch, 6))
+    if p["before"] is not None:
+        fields["before"] = _journal.redact(p["before"], "before")
+    if p["after"] is not None:
+        fields["after"] = _journal.redact(p["after"], "after")
+    if p["action"] == "escalation":
+        fields["mark_minutes"] = p["marks"][0]
+        if p["event"]:
+            fields["event"] = p["event"]
+    else:
+        fields["event"] = p["event"]
+    kind = "event" if p["action"] == "event" else p["action"]
+    record = _journal.make_record(kind, incident=p["incident_id"], actor=p["actor"], **fields)
+    if not module.check_mode:
+        try:
+            _journal.append(path, record)
+        except (IOError, OSError) as exc:
+            module.fail("Cannot append to journal %s: %s." % (path, exc))
+    module.exit_json(changed=True, record=record)
+
+
+if __name__ == "__main__":
+    main()
