@@ -1,0 +1,346 @@
+#!/usr/bin/env python3
+"""The failsafe.recovery demo application: a small HTTP service that can be told to misbehave.
+
+Standard library only (Python 3.9+), so it runs from the checkout, from a release
+directory (``releases/<id>/demoapp.py`` + ``release.json``) and inside the Debian
+containers Molecule uses.
+
+Endpoints:
+  GET  /              JSON {"version", "release", "hostname", "pid", "request"}; HTTP 500 for
+                      ``error_rate`` percent of requests (deterministic: spread evenly over
+                      every 100 requests), delayed by ``latency_ms``, blocked while ``hang``.
+  GET  /health        200 {"status": "ok", "version"}; 503 {"status": "failing"} with ``fail_health``.
+                      Also delayed by ``latency_ms`` and blocked while ``hang``.
+  GET  /metrics       Prometheus text: demoapp_requests_total{status}, the
+                      demoapp_request_duration_seconds histogram (application requests only,
+                      i.e. not /health, /metrics or /admin), demoapp_info{version} 1.
+  GET  /admin/fault   the faults in force, the configured ones and the runtime overrides.
+  POST /admin/fault   JSON body with any of error_rate, latency_ms, hang, fail_health, exit,
+                      reset. ``reset: true`` drops every runtime override (back to the config
+                      file); ``exit: true`` (or an exit code) makes the process exit right after
+                      answering.
+
+Configuration: ``--config FILE`` (JSON with version, release, error_rate, latency_ms, hang,
+fail_health) is read at start, on SIGHUP and whenever the file changes (inode, mtime or size;
+checked at most every 0.2 s). Values from the file override ``--version``; runtime overrides from
+/admin/fault win over both until reset.
+"""
+
+import argparse
+import json
+import os
+import signal
+import socket
+import sys
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+FAULT_FIELDS = ("error_rate", "latency_ms", "hang", "fail_health")
+DEFAULT_FAULTS = {"error_rate": 0.0, "latency_ms": 0, "hang": False, "fail_health": False}
+BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+HANG_LIMIT = 600.0  # a hung request gives up after this many seconds
+
+
+def validate_faults(data):
+    """Return the fault fields of ``data`` with their types checked; raise ValueError otherwise."""
+    if not isinstance(data, dict):
+        raise ValueError("the body must be a JSON object")
+    out = {}
+    for key, value in data.items():
+        if key in ("error_rate", "latency_ms"):
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise ValueError("%s must be a number, got %r" % (key, value))
+            if key == "error_rate" and not 0 <= value <= 100:
+                raise ValueError("error_rate must be between 0 and 100, got %r" % (value,))
+            if key == "latency_ms" and value < 0:
+                raise ValueError("latency_ms must not be negative, got %r" % (value,))
+            out[key] = float(value) if key == "error_rate" else int(value)
+        elif key in ("hang", "fail_health", "reset"):
+            if not isinstance(value, bool):
+                raise ValueError("%s must be true or false, got %r" % (key, value))
+            out[key] = value
+        elif key == "exit":
+            if not isinstance(value, (bool, int)):
+                raise ValueError("exit must be true, false or an exit code, got %r" % (value,))
+            out[key] = value
+        elif key in ("version", "release"):
+            continue
+        else:
+            raise ValueError("unknown field %r; known: %s" % (key, ", ".join(FAULT_FIELDS + ("exit", "reset"))))
+    return out
+
+
+def fails(counter, error_rate):
+    """True if request number ``counter`` (1-based) must fail at ``error_rate`` percent.
+
+    Failures are spread evenly: over any 100 consecutive requests exactly
+    round(error_rate) of them fail (for whole-number rates).
+    """
+    if error_rate <= 0:
+        return False
+    if error_rate >= 100:
+        return True
+    return int(counter * error_rate / 100.0) > int((counter - 1) * error_rate / 100.0)
+
+
+class Metrics:
+    """Request counter by status and a latency histogram, rendered in Prometheus text format."""
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.by_status = {}
+        self.bucket_counts = [0] * len(BUCKETS)
+        self.count = 0
+        self.total = 0.0
+
+    def observe(self, status, seconds):
+        with self.lock:
+            key = str(status)
+            self.by_status[key] = self.by_status.get(key, 0) + 1
+            for i, bound in enumerate(BUCKETS):
+                if seconds <= bound:
+                    self.bucket_counts[i] += 1
+            self.count += 1
+            self.total += seconds
+
+    def render(self, version):
+        with self.lock:
+            lines = [
+                "# HELP demoapp_requests_total Application requests answered, by HTTP status.",
+                "# TYPE demoapp_requests_total counter",
+            ]
+            for status in sorted(self.by_status):
+                lines.append('demoapp_requests_total{status="%s"} %d' % (status, self.by_status[status]))
+            lines += [
+                "# HELP demoapp_request_duration_seconds Time to answer application requests.",
+                "# TYPE demoapp_request_duration_seconds histogram",
+            ]
+            for bound, count in zip(BUCKETS, self.bucket_counts):
+                lines.append('demoapp_request_duration_seconds_bucket{le="%s"} %d' % (repr(bound), count))
+            lines.append('demoapp_request_duration_seconds_bucket{le="+Inf"} %d' % self.count)
+            lines.append("demoapp_request_duration_seconds_sum %.6f" % self.total)
+            lines.append("demoapp_request_duration_seconds_count %d" % self.count)
+        lines += [
+            "# HELP demoapp_info The running release.",
+            "# TYPE demoapp_info gauge",
+            'demoapp_info{version="%s"} 1' % version.replace("\\", "\\\\").replace('"', '\\"'),
+        ]
+        return "\n".join(lines) + "\n"
+
+
+class AppState:
+    """Configuration (file), runtime overrides (admin API) and counters, behind one lock."""
+
+    def __init__(self, version, config_path=None):
+        self.lock = threading.Lock()
+        self.cli_version = version
+        self.config_path = config_path
+        self.config = {}
+        self.config_mtime = None
+        self.last_check = 0.0
+        self.overrides = {}
+        self.counter = 0
+        self.metrics = Metrics()
+        self.started = time.time()
+        if config_path:
+            self.reload(force=True)
+
+    def reload(self, force=False):
+        """Re-read the config file if forced or if its mtime changed. Returns True if read."""
+        if not self.config_path:
+            return False
+        try:
+            info = os.stat(self.config_path)
+        except OSError:
+            return False
+        # inode too: a release switch (symlink moved) may land on a file with the same mtime
+        mtime = (info.st_dev, info.st_ino, info.st_mtime_ns, info.st_size)
+        if not force and mtime == self.config_mtime:
+            return False
+        try:
+            with open(self.config_path) as handle:
+                data = json.load(handle)
+            faults = validate_faults({k: v for k, v in data.items() if k in FAULT_FIELDS})
+        except (OSError, ValueError) as exc:
+            sys.stderr.write("demoapp: ignoring config %s: %s\n" % (self.config_path, exc))
+            self.config_mtime = mtime
+            return False
+        with self.lock:
+            self.config = dict(faults)
+            for key in ("version", "release"):
+                if key in data:
+                    self.config[key] = str(data[key])
+            self.config_mtime = mtime
+            self.counter = 0
+        return True
+
+    def maybe_reload(self):
+        now = time.monotonic()
+        if now - self.last_check >= 0.2:
+            self.last_check = now
+            self.reload()
+
+    @property
+    def version(self):
+        return self.config.get("version", self.cli_version)
+
+    @property
+    def release(self):
+        return self.config.get("release", self.version)
+
+    def faults(self):
+        with self.lock:
+            out = dict(DEFAULT_FAULTS)
+            out.update({k: v for k, v in self.config.items() if k in FAULT_FIELDS})
+            out.update(self.overrides)
+            return out
+
+    def next_request(self):
+        with self.lock:
+            self.counter += 1
+            return self.counter
+
+    def apply(self, changes):
+        with self.lock:
+            if changes.get("reset"):
+                self.overrides = {}
+            for key in FAULT_FIELDS:
+                if key in changes:
+                    self.overrides[key] = changes[key]
+            self.counter = 0
+
+
+class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server_version = "demoapp"
+    state = None  # set by make_server()
+    quiet = True
+
+    def log_message(self, format, *args):  # pylint: disable=redefined-builtin
+        if not self.quiet:
+            super().log_message(format, *args)
+
+    def _send(self, status, body, content_type="application/json"):
+        if not isinstance(body, bytes):
+            if content_type == "application/json":
+                body = json.dumps(body, sort_keys=True).encode() + b"\n"
+            else:
+                body = body.encode()
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Cache-Control", "no-store")
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+        return status
+
+    def _delay(self, faults):
+        if faults["latency_ms"]:
+            time.sleep(faults["latency_ms"] / 1000.0)
+        deadline = time.monotonic() + HANG_LIMIT
+        while self.state.faults()["hang"] and time.monotonic() < deadline:
+            time.sleep(0.05)
+
+    def _path(self):
+        return self.path.split("?", 1)[0]
+
+    def do_HEAD(self):
+        self.do_GET()
+
+    def do_GET(self):
+        state = self.state
+        state.maybe_reload()
+        path = self._path()
+        if path == "/metrics":
+            return self._send(200, state.metrics.render(state.version), "text/plain; version=0.0.4; charset=utf-8")
+        if path == "/admin/fault":
+            return self._send(200, {"faults": state.faults(), "configured": {k: v for k, v in state.config.items()
+                                                                              if k in FAULT_FIELDS},
+                                    "overrides": dict(state.overrides), "version": state.version})
+        faults = state.faults()
+        if path == "/health":
+            self._delay(faults)
+            if faults["fail_health"]:
+                return self._send(503, {"status": "failing", "version": state.version})
+            return self._send(200, {"status": "ok", "version": state.version})
+        start = time.monotonic()
+        if path != "/":
+            status = self._send(404, {"error": "not found", "path": path, "version": state.version})
+        else:
+            number = state.next_request()
+            self._delay(faults)
+            if fails(number, faults["error_rate"]):
+                status = self._send(500, {"error": "injected failure", "version": state.version, "request": number})
+            else:
+                status = self._send(200, {"version": state.version, "release": state.release,
+                                          "hostname": socket.gethostname(), "pid": os.getpid(),
+                                          "request": number})
+        state.metrics.observe(status, time.monotonic() - start)
+        return None
+
+    def do_POST(self):
+        state = self.state
+        if self._path() != "/admin/fault":
+            return self._send(404, {"error": "not found", "path": self._path()})
+        length = int(self.headers.get("Content-Length") or 0)
+        raw = self.rfile.read(length) if length else b"{}"
+        try:
+            changes = validate_faults(json.loads(raw.decode() or "{}"))
+        except ValueError as exc:
+            return self._send(400, {"error": str(exc)})
+        state.apply(changes)
+        code = changes.get("exit", False)
+        exit_code = 1 if code is True else (None if code is False else int(code))
+        self._send(200, {"faults": state.faults(), "version": state.version, "exiting": exit_code is not None})
+        if exit_code is not None:
+            self.wfile.flush()
+            threading.Timer(0.05, os._exit, args=(exit_code,)).start()
+        return None
+
+
+class Server(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+    request_queue_size = 1024
+
+
+def make_server(host, port, state, quiet=True):
+    handler = type("DemoHandler", (Handler,), {"state": state, "quiet": quiet})
+    return Server((host, port), handler)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description="failsafe.recovery demo application")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8080)
+    parser.add_argument("--version", default="v1", help="version string (the config file's 'version' wins)")
+    parser.add_argument("--config", help="JSON file: version, release, error_rate, latency_ms, hang, fail_health")
+    parser.add_argument("--access-log", action="store_true", help="log every request to stderr")
+    args = parser.parse_args(argv)
+
+    state = AppState(args.version, args.config)
+    server = make_server(args.host, args.port, state, quiet=not args.access_log)
+
+    def on_hup(_signum, _frame):
+        state.reload(force=True)
+
+    def on_term(_signum, _frame):
+        threading.Thread(target=server.shutdown, daemon=True).start()
+
+    signal.signal(signal.SIGHUP, on_hup)
+    signal.signal(signal.SIGTERM, on_term)
+    sys.stderr.write("demoapp %s listening on %s:%d (pid %d)\n" % (state.version, args.host, args.port, os.getpid()))
+    sys.stderr.flush()
+    try:
+        server.serve_forever(poll_interval=0.2)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
