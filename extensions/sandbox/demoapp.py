@@ -318,6 +318,7 @@ def main(argv=None):
     parser.add_argument("--version", default="v1", help="version string (the config file's 'version' wins)")
     parser.add_argument("--config", help="JSON file: version, release, error_rate, latency_ms, hang, fail_health")
     parser.add_argument("--access-log", action="store_true", help="log every request to stderr")
+    parser.add_argument("--pidfile", help="write the PID here while running (removed on a clean exit)")
     args = parser.parse_args(argv)
 
     state = AppState(args.version, args.config)
@@ -331,6 +332,9 @@ def main(argv=None):
 
     signal.signal(signal.SIGHUP, on_hup)
     signal.signal(signal.SIGTERM, on_term)
+    if args.pidfile:
+        with open(args.pidfile, "w") as handle:
+            handle.write("%d\n" % os.getpid())
     sys.stderr.write("demoapp %s listening on %s:%d (pid %d)\n" % (state.version, args.host, args.port, os.getpid()))
     sys.stderr.flush()
     try:
@@ -339,6 +343,11 @@ def main(argv=None):
         pass
     finally:
         server.server_close()
+        if args.pidfile:
+            try:
+                os.unlink(args.pidfile)
+            except OSError:
+                pass
     return 0
 
 

@@ -654,7 +654,27 @@ class DemoApp(Service):
     def command(self):
         script = (self.release_dir / "demoapp.py") if self.release_dir else DEMOAPP
         return [self.python, script, "--host", self.host, "--port", str(self.port), "--version", self.version,
-                "--config", self.config_file]
+                "--config", self.config_file, "--pidfile", self.pidfile]
+
+    @property
+    def pidfile(self):
+        return self.dir / "demoapp.pid"
+
+    def pidfile_pid(self):
+        """PID from the pidfile if that process is alive and is a demo app (it may have been restarted
+        by a role under test from another release)."""
+        try:
+            pid = int(self.pidfile.read_text().strip())
+            cmdline = pathlib.Path("/proc/%d/cmdline" % pid).read_bytes()
+        except (OSError, ValueError):
+            return None
+        return pid if b"demoapp" in cmdline and proc_start_time(pid) is not None else None
+
+    def stop(self):
+        super().stop()
+        pid = self.pidfile_pid()
+        if pid:
+            Process(pid=pid).stop(self.stop_signal, self.stop_timeout)
 
     def ready(self):
         status, _ = http_get(self.url + "/metrics", timeout=1.0)

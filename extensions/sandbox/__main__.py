@@ -1,0 +1,208 @@
+"""Local sandbox: ``python -m sandbox up|down|status|demo`` (run from the checkout with PYTHONPATH=extensions).
+
+``up`` starts every service of the test harness on the fixed ports declared in
+inventories/sandbox/group_vars/all.yml, lays out the demo app releases (v1 good, v2 bad)
+and records PIDs, ports and paths in .cache/sandbox/state.json. ``down`` stops exactly
+those PIDs and removes the state file (data stays for the next ``up``; ``down --purge``
+removes it too). ``status`` says whether each recorded service answers.
+"""
+
+import argparse
+import datetime
+import json
+import os
+import pathlib
+import secrets
+import shutil
+import sys
+
+import yaml
+
+from sandbox import services
+
+ROOT = services.ROOT
+INVENTORY = ROOT / "inventories" / "sandbox"
+GROUP_VARS = INVENTORY / "group_vars" / "all.yml"
+STATE_DIR = ROOT / ".cache" / "sandbox"
+STATE_FILE = STATE_DIR / "state.json"
+PASSWORD_FILE = STATE_DIR / "postgres.password"
+ORDER = ("postgres", "moto", "blue", "green", "haproxy", "prometheus")
+
+
+def settings():
+    """Ports and stanza from the sandbox inventory (the one place they are declared)."""
+    data = yaml.safe_load(GROUP_VARS.read_text()) or {}
+    ports = {}
+    for name in ORDER:
+        key = "sandbox_%s_port" % name
+        if not isinstance(data.get(key), int):
+            raise SystemExit("sandbox: %s must set %s to a port number" % (GROUP_VARS, key))
+        ports[name] = data[key]
+    return ports, str(data.get("sandbox_pgbackrest_stanza", "sandbox"))
+
+
+def load_state():
+    if not STATE_FILE.exists():
+        return None
+    return json.loads(STATE_FILE.read_text())
+
+
+def attached(state):
+    """[(name, service object)] in start order, re-attached from the state file."""
+    return [(name, services.from_state(state["services"][name])) for name in ORDER if name in state["services"]]
+
+
+def password():
+    if PASSWORD_FILE.exists():
+        return PASSWORD_FILE.read_text().strip()
+    STATE_DIR.mkdir(parents=True, exist_ok=True)
+    value = secrets.token_urlsafe(18)
+    fd = os.open(PASSWORD_FILE, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(value + "\n")
+    return value
+
+
+def describe(name, service):
+    extra = {
+        "postgres": lambda s: "data %s, stanza %s, pgbackrest config %s" % (s.data_dir, s.stanza, s.pgbackrest_config),
+        "moto": lambda s: "endpoint %s (region us-east-1, keys testing/testing)" % s.url,
+        "blue": lambda s: "release %s" % s.release_dir,
+        "green": lambda s: "release %s" % s.release_dir,
+        "haproxy": lambda s: "admin socket %s, map %s" % (s.socket, s.map_file),
+        "prometheus": lambda s: "scraping blue and green every 1s",
+    }[name](service)
+    return "%-10s %s  (%s)" % (name, service.url, extra)
+
+
+def write_state(started):
+    state = {"started": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+             "base_dir": str(STATE_DIR), "inventory": str(INVENTORY),
+             "services": {name: svc.to_state() for name, svc in started}}
+    tmp = STATE_FILE.with_suffix(".tmp")
+    tmp.write_text(json.dumps(state, indent=2, sort_keys=True) + "\n")
+    os.replace(tmp, STATE_FILE)
+
+
+def cmd_up(_args):
+    state = load_state()
+    if state:
+        objs = attached(state)
+        answering = [name for name, svc in objs if svc.answers()]
+        if len(answering) == len(ORDER):
+            print("sandbox is already up (started %s):" % state["started"])
+            for name, svc in objs:
+                print("  " + describe(name, svc))
+            return 0
+        print("sandbox state found but only %d of %d services answer (%s); run `down` first, then `up`."
+              % (len(answering), len(ORDER), ", ".join(answering) or "none"), file=sys.stderr)
+        return 1
+
+    ports, stanza = settings()
+    busy = [("%s:%d" % (name, port)) for name, port in ports.items() if services.port_open(port)]
+    if busy:
+        print("sandbox: fixed ports already in use: %s. Free them or change the ports in %s."
+              % (", ".join(busy), GROUP_VARS.relative_to(ROOT)), file=sys.stderr)
+        return 1
+
+    STATE_DIR.mkdir(parents=True, exist_ok=True)
+    app_dir = STATE_DIR / "app"
+    services.layout_releases(app_dir, current=None)
+    if not (app_dir / "current").is_symlink():
+        services.switch_current(app_dir, "v1")
+    releases = app_dir / "releases"
+
+    started = []
+    plan = [
+        ("postgres", lambda: services.PostgresCluster(STATE_DIR, port=ports["postgres"], password=password(),
+                                                      stanza=stanza)),
+        ("moto", lambda: services.MotoServer(STATE_DIR, port=ports["moto"])),
+        ("blue", lambda: services.DemoApp(STATE_DIR, "blue", port=ports["blue"], release_dir=releases / "v1")),
+        ("green", lambda: services.DemoApp(STATE_DIR, "green", port=ports["green"], release_dir=releases / "v2")),
+        ("haproxy", lambda: services.HAProxy(STATE_DIR, ports["blue"], ports["green"], port=ports["haproxy"])),
+        ("prometheus", lambda: services.Prometheus(STATE_DIR, {"blue": ports["blue"], "green": ports["green"]},
+                                                   port=ports["prometheus"])),
+    ]
+    try:
+        for name, make in plan:
+            print("starting %s ..." % name, flush=True)
+            svc = make()
+            started.append((name, svc))
+            svc.up()
+            write_state(started)
+    except (services.ServiceError, OSError, KeyboardInterrupt) as exc:
+        print("sandbox: %s failed to start: %s" % (started[-1][0] if started else "?", exc), file=sys.stderr)
+        for _name, svc in reversed(started):
+            svc.stop()
+        STATE_FILE.unlink(missing_ok=True)
+        return 1
+    print("sandbox is up:")
+    for name, svc in started:
+        print("  " + describe(name, svc))
+    print("inventory: %s   (e.g. ansible-playbook -i inventories/sandbox playbooks/<playbook>.yml)"
+          % INVENTORY.relative_to(ROOT))
+    print("stop with: make sandbox-down")
+    return 0
+
+
+def cmd_down(args):
+    state = load_state()
+    if not state:
+        print("sandbox is not up (no %s)" % STATE_FILE.relative_to(ROOT))
+    else:
+        for name, svc in reversed(attached(state)):
+            was = svc.pid
+            svc.stop()
+            print("stopped %-10s %s" % (name, "(pid %s)" % was if was else "(was not running)"))
+        STATE_FILE.unlink(missing_ok=True)
+    if args.purge and STATE_DIR.exists():
+        shutil.rmtree(STATE_DIR)
+        print("removed %s" % STATE_DIR.relative_to(ROOT))
+    return 0
+
+
+def cmd_status(_args):
+    state = load_state()
+    if not state:
+        print("sandbox is not up (no %s)" % STATE_FILE.relative_to(ROOT))
+        return 1
+    ok = True
+    print("sandbox started %s" % state["started"])
+    for name, svc in attached(state):
+        answers = svc.answers()
+        ok = ok and answers
+        pid = svc.pid
+        if name == "postgres" and not pid:
+            pid = svc.postmaster_pid()
+        print("  %-10s %-8s pid %-8s %s" % (name, "answers" if answers else "DOWN", pid or "-", svc.url))
+    return 0 if ok else 1
+
+
+def cmd_demo(args):
+    rc = cmd_up(args)
+    if rc != 0:
+        return rc
+    state = load_state()
+    print()
+    print("URLs: " + ", ".join("%s %s" % (name, svc.url) for name, svc in attached(state)))
+    print()
+    print("NOT IMPLEMENTED YET: the end-to-end drill (deploy the bad v2, detect the failure, roll back code and")
+    print("database, write the incident report) arrives with issue 8. The services above are up; nothing was")
+    print("deployed or rolled back. Exit code 2 so this is never mistaken for a passing demo.")
+    return 2
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="python -m sandbox", description=__doc__.split("\n", 1)[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("up", help="start every sandbox service on its fixed port")
+    down = sub.add_parser("down", help="stop exactly the recorded processes and remove the state file")
+    down.add_argument("--purge", action="store_true", help="also remove .cache/sandbox (data, logs, releases)")
+    sub.add_parser("status", help="show each recorded service and whether it answers")
+    sub.add_parser("demo", help="bring the sandbox up; the drill itself is not implemented yet (exit 2)")
+    args = parser.parse_args(argv)
+    return {"up": cmd_up, "down": cmd_down, "status": cmd_status, "demo": cmd_demo}[args.command](args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
