@@ -37,4 +37,5 @@ class FilterModule:
             "deploy_previous_release": _wrap(_deploy_records.previous_release, "deploy_previous_release"),
             "flagd_disable": _wrap(_deploy_flagd.disable, "flagd_disable"),
             "flagd_evaluate": _wrap(_deploy_flagd.evaluate, "flagd_evaluate"),
+            "flagd_not_off": _wrap(_deploy_flagd.not_off, "flagd_not_off"),
         }

@@ -92,3 +92,19 @@ def evaluate(document, key):
     if variant not in variants:
         return {"key": key, "value": None, "variant": variant, "reason": "ERROR_DEFAULT_VARIANT_MISSING"}
     return {"key": key, "value": variants[variant], "variant": variant, "reason": "STATIC"}
+
+
+def not_off(document, keys, off_variants):
+    """The evaluations (see evaluate) of ``keys`` that do not statically return their off variant.
+
+    ``off_variants`` maps each key to its off variant (as returned by disable). Empty means all off.
+    """
+    if isinstance(keys, str):
+        keys = [keys]
+    bad = []
+    for key in keys:
+        result = evaluate(document, key)
+        if result["reason"] != "STATIC" or result["variant"] != off_variants.get(key):
+            result["expected_variant"] = off_variants.get(key)
+            bad.append(result)
+    return bad

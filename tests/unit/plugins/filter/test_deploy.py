@@ -10,7 +10,7 @@ from ansible_collections.failsafe.recovery.plugins.filter.deploy import FilterMo
 def test_filters_are_exposed_and_wrap_errors():
     filters = FilterModule().filters()
     assert set(filters) == {"deploy_id", "deploy_index_update", "deploy_record_select", "deploy_previous_release",
-                            "flagd_disable", "flagd_evaluate"}
+                            "flagd_disable", "flagd_evaluate", "flagd_not_off"}
     out = filters["deploy_index_update"]([], {"deployment_id": "a", "time": "t"}, 3)
     assert out["index"][0]["deployment_id"] == "a"
     with pytest.raises(AnsibleFilterError, match="deploy_record_select: no deployment is recorded"):

@@ -61,3 +61,12 @@ def test_evaluate_static_disabled_and_targeting():
     off = flagd.disable(DOC, ["new-checkout", "banner"])["document"]
     assert flagd.evaluate(off, "new-checkout")["value"] is False
     assert flagd.evaluate(off, "banner") == {"key": "banner", "value": "off", "variant": "hidden", "reason": "STATIC"}
+
+
+def test_not_off_lists_flags_still_on():
+    plan = flagd.disable(DOC, ["new-checkout", "banner"])
+    assert flagd.not_off(plan["document"], ["new-checkout", "banner"], plan["off_variants"]) == []
+    bad = flagd.not_off(DOC, ["new-checkout", "banner"], plan["off_variants"])
+    assert [(b["key"], b["reason"], b["expected_variant"]) for b in bad] == [
+        ("new-checkout", "STATIC", "off"), ("banner", "TARGETING_MATCH_UNKNOWN", "hidden")]
+    assert flagd.not_off(DOC, "legacy", {"legacy": "off"})[0]["reason"] == "DISABLED"
