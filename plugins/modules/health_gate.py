@@ -578,8 +578,8 @@ def main():
     for index, check in enumerate(params["checks"]):
         lib = NEEDS.get(check["type"]) or ("jmespath" if check.get("json_query") else None)
         if lib and lib in _imports.IMPORT_ERRORS:
-            module.fail_json(msg="checks[%d] (%s, type %s): %s" % (index, check["name"], check["type"],
-                                                                  missing_required_lib(_imports.PIP_NAMES[lib])),
+            hint = missing_required_lib(_imports.PIP_NAMES[lib])
+            module.fail_json(msg="checks[%d] (%s, type %s): %s" % (index, check["name"], check["type"], hint),
                              exception=_imports.IMPORT_ERRORS[lib])
     try:
         result = _health.run_gate(params)
