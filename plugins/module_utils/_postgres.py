@@ -176,6 +176,7 @@ class RestorePointLedger:
         self.target = describe_target(params, ledger_db)
         self.conn = None
         self.warnings = []
+        self.can_read_control = False
 
     # -- connection and helpers
 
@@ -240,6 +241,7 @@ class RestorePointLedger:
                    current_setting('server_version_num')::int AS server_version_num,
                    has_function_privilege('pg_catalog.pg_create_restore_point(text)', 'EXECUTE') AS can_create,
                    has_function_privilege('pg_catalog.pg_switch_wal()', 'EXECUTE') AS can_switch,
+                   has_function_privilege('pg_catalog.pg_control_system()', 'EXECUTE') AS can_read_control,
                    has_database_privilege(current_database(), 'CREATE') AS can_create_schema""")
         return row
 
@@ -251,9 +253,11 @@ class RestorePointLedger:
         return row or {}
 
     def ledger_exists(self):
-        row = self._run("look for the ledger table",
-                        "SELECT to_regclass(%s) IS NOT NULL AS present",
-                        (self._sql().Identifier(self.schema, LEDGER_TABLE).as_string(self.conn),))
+        # From the catalog, not to_regclass(): that fails without USAGE on the schema.
+        row = self._run("look for the ledger table", """
+            SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+                            WHERE n.nspname = %s AND c.relname = %s AND c.relkind IN ('r', 'p')) AS present""",
+                        (self.schema, LEDGER_TABLE))
         return bool(row["present"])
 
     def ensure_ledger(self):
@@ -301,6 +305,7 @@ class RestorePointLedger:
     def preflight(self, switch_wal, wait_archived):
         """Refuse before anything is written: standby, missing privilege, archiving off."""
         facts = self.server_facts()
+        self.can_read_control = facts["can_read_control"]
         role = facts["role"]
         if facts["in_recovery"]:
             raise LedgerError("Refusing to create a restore point on %s: the server is a standby (pg_is_in_recovery() "
@@ -323,8 +328,27 @@ class RestorePointLedger:
         return facts
 
     def preflight_ledger(self, facts):
-        """True when the ledger exists; refuses when it is missing and cannot be created."""
+        """True when the ledger exists; refuses when it cannot be read and written, or created."""
         if self.ledger_exists():
+            qualified = self._sql().Identifier(self.schema, LEDGER_TABLE).as_string(self.conn)
+            row = self._run("check the privileges on the ledger",
+                            "SELECT has_schema_privilege(%s, 'USAGE') AS usage", (self.schema,))
+            if row["usage"]:
+                # only now: resolving the table's name needs USAGE on its schema
+                row = self._run("check the privileges on the ledger", """
+                    SELECT true AS usage,
+                           has_table_privilege(%s, 'SELECT') AND has_table_privilege(%s, 'INSERT')
+                           AND has_table_privilege(%s, 'UPDATE') AND has_table_privilege(%s, 'DELETE') AS rw""",
+                                (qualified,) * 4)
+            else:
+                row["rw"] = False
+            if not (row["usage"] and row["rw"]):
+                raise LedgerError(
+                    "Role %r may not write the ledger %s on %s. As its owner run: GRANT USAGE ON SCHEMA %s TO %s; "
+                    "GRANT SELECT, INSERT, UPDATE, DELETE ON %s TO %s; or choose another ledger_schema."
+                    % (facts["role"], qualified, self.target, _quote_ident(self.schema), _quote_ident(facts["role"]),
+                       qualified, _quote_ident(facts["role"])), target=self.target, role=facts["role"],
+                    missing_privilege="SELECT, INSERT, UPDATE, DELETE on %s" % qualified)
             return True
         if not facts["can_create_schema"]:
             raise LedgerError("The ledger %s.%s does not exist in database %r on %s and role %r may not create it. "
@@ -363,21 +387,26 @@ class RestorePointLedger:
             if not inserted and existing["status"] != STATUS_PENDING:
                 return existing, False
             try:
-                point = self._run("create restore point %r" % name, """
-                    SELECT lsn::text AS lsn, pg_walfile_name(lsn) AS wal_file,
-                           (SELECT system_identifier::text FROM pg_control_system()) AS system_identifier
-                      FROM pg_create_restore_point(%s) AS lsn""", (name,))
+                # Alone in its statement: the WAL record is not transactional, so nothing that could
+                # fail afterwards may share the statement (the row would be removed, the point would stay).
+                lsn = self._run("create restore point %r" % name,
+                                "SELECT pg_create_restore_point(%s)::text AS lsn", (name,))["lsn"]
             except LedgerError:
                 if inserted:
                     self._run("remove the ledger row of restore point %r" % name,
                               sql.SQL("DELETE FROM {} WHERE name = %s AND status = 'pending'").format(self._table()),
                               (name,), fetch=False)
                 raise
+            wal_file = self._run("read the WAL file of restore point %r" % name,
+                                 "SELECT pg_walfile_name(%s::pg_lsn) AS wal_file", (lsn,))["wal_file"]
+            system_identifier = None
+            if self.can_read_control:
+                system_identifier = self._run("read the system identifier",
+                                              "SELECT system_identifier::text AS id FROM pg_control_system()")["id"]
             self._run("record the position of restore point %r" % name, sql.SQL(
                 "UPDATE {} SET status = 'created', lsn = %s::pg_lsn, wal_file = %s, timeline = %s, "
                 "system_identifier = %s WHERE name = %s").format(self._table()),
-                (point["lsn"], point["wal_file"], timeline_of(point["wal_file"]), point["system_identifier"], name),
-                fetch=False)
+                (lsn, wal_file, timeline_of(wal_file), system_identifier, name), fetch=False)
             return self.get(name), True
         finally:
             self._unlock(name)
