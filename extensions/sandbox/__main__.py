@@ -11,7 +11,6 @@ import argparse
 import datetime
 import json
 import os
-import pathlib
 import secrets
 import shutil
 import sys

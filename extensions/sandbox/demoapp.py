@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """The failsafe.recovery demo application: a small HTTP service that can be told to misbehave.
 
 Standard library only (Python 3.9+), so it runs from the checkout, from a release
@@ -159,7 +158,7 @@ class AppState:
         if not force and mtime == self.config_mtime:
             return False
         try:
-            with open(self.config_path) as handle:
+            with open(self.config_path, encoding="utf-8") as handle:
                 data = json.load(handle)
             faults = validate_faults({k: v for k, v in data.items() if k in FAULT_FIELDS})
         except (OSError, ValueError) as exc:
@@ -256,8 +255,8 @@ class Handler(BaseHTTPRequestHandler):
         if path == "/metrics":
             return self._send(200, state.metrics.render(state.version), "text/plain; version=0.0.4; charset=utf-8")
         if path == "/admin/fault":
-            return self._send(200, {"faults": state.faults(), "configured": {k: v for k, v in state.config.items()
-                                                                              if k in FAULT_FIELDS},
+            configured = {k: v for k, v in state.config.items() if k in FAULT_FIELDS}
+            return self._send(200, {"faults": state.faults(), "configured": configured,
                                     "overrides": dict(state.overrides), "version": state.version})
         faults = state.faults()
         if path == "/health":
@@ -333,7 +332,7 @@ def main(argv=None):
     signal.signal(signal.SIGHUP, on_hup)
     signal.signal(signal.SIGTERM, on_term)
     if args.pidfile:
-        with open(args.pidfile, "w") as handle:
+        with open(args.pidfile, "w", encoding="utf-8") as handle:
             handle.write("%d\n" % os.getpid())
     sys.stderr.write("demoapp %s listening on %s:%d (pid %d)\n" % (state.version, args.host, args.port, os.getpid()))
     sys.stderr.flush()

@@ -89,8 +89,8 @@ def wait_until(predicate, timeout, what, interval=0.05, log=None):
         time.sleep(interval)
     tail = ""
     if log and pathlib.Path(log).exists():
-        tail = "\n--- last lines of %s ---\n%s" % (log, "".join(pathlib.Path(log).read_text(errors="replace")
-                                                             .splitlines(True)[-20:]))
+        lines = pathlib.Path(log).read_text(errors="replace").splitlines(True)[-20:]
+        tail = "\n--- last lines of %s ---\n%s" % (log, "".join(lines))
     raise ServiceError("timed out after %ss waiting for %s%s%s"
                        % (timeout, what, " (last error: %s)" % last_exc if last_exc else "", tail))
 
@@ -309,6 +309,7 @@ class PostgresCluster(Service):
         self.stanza = stanza
         self.os_user = os_user if os.geteuid() == 0 else pwd.getpwuid(os.geteuid()).pw_name
         self._bin_dir = pathlib.Path(bin_dir)
+        self.fresh = False  # True once prepare() ran initdb
         self._paths()
 
     def _paths(self):
@@ -385,7 +386,8 @@ class PostgresCluster(Service):
             "spool-path=%(dir)s/spool\n"
             "log-level-console=warn\n"
             "log-level-file=info\n"
-            "compress-type=lz4\n"
+            "compress-type=none\n"
+            "process-max=2\n"
             "start-fast=y\n"
             "\n"
             "[%(stanza)s]\n"
@@ -408,7 +410,7 @@ class PostgresCluster(Service):
                              "--no-instructions", "--no-sync"])
             finally:
                 pwfile.unlink()
-            with open(self._data_dir / "postgresql.conf", "a") as conf:
+            with open(self._data_dir / "postgresql.conf", "a", encoding="utf-8") as conf:
                 conf.write(
                     "\n# failsafe.recovery test harness\n"
                     "listen_addresses = '127.0.0.1'\n"
@@ -514,7 +516,7 @@ class PostgresCluster(Service):
         if target is not None:
             args += ["--type=%s" % target_type, "--target=%s" % target, "--target-action=promote"]
         self.pgbackrest(*(args + list(extra_args) + ["restore"]))
-        with open(copy._data_dir / "postgresql.auto.conf", "a") as conf:
+        with open(copy._data_dir / "postgresql.auto.conf", "a", encoding="utf-8") as conf:
             conf.write("\n# restored copy\nport = %d\nunix_socket_directories = '%s'\narchive_mode = off\n"
                        % (copy.port, copy._socket_dir))
         copy.fresh = False
@@ -567,7 +569,7 @@ class MotoServer(Service):
         return {"cwd": str(self.dir), "env": env}
 
     def ready(self):
-        status, _ = http_get(self.url + "/moto-api/", timeout=1.0)
+        status = http_get(self.url + "/moto-api/", timeout=1.0)[0]
         return status < 500
 
     def reset(self):
@@ -605,8 +607,7 @@ def layout_releases(base_dir, releases=None, current="v1"):
     base_dir = pathlib.Path(base_dir)
     releases_dir = base_dir / "releases"
     for release_id, config in (releases or RELEASES).items():
-        config = dict(config)
-        layout_release(releases_dir, release_id, config.pop("version", release_id), **config)
+        layout_release(releases_dir, release_id, **dict(config))
     if current:
         switch_current(base_dir, current)
     return releases_dir
@@ -639,7 +640,7 @@ class DemoApp(Service):
         self.python = python or sys.executable
         self.config_file = (self.release_dir / "release.json") if self.release_dir else self.dir / "config.json"
         if self.release_dir and self.config_file.exists():
-            version = json.loads(self.config_file.read_text()).get("version", version)
+            version = json.loads(self.config_file.read_text(encoding="utf-8")).get("version", version)
         self.version = version  # as configured at start; current_version() asks the app
 
     def current_version(self):
@@ -677,7 +678,7 @@ class DemoApp(Service):
             Process(pid=pid).stop(self.stop_signal, self.stop_timeout)
 
     def ready(self):
-        status, _ = http_get(self.url + "/metrics", timeout=1.0)
+        status = http_get(self.url + "/metrics", timeout=1.0)[0]
         return status == 200
 
     def get_json(self, path, timeout=5.0):
@@ -782,7 +783,7 @@ class HAProxy(Service):
     def prepare(self):
         super().prepare()
         self._map_file.write_text("%s be_blue\n" % self.map_key)
-        self.config.write_text("""# failsafe.recovery test harness
+        template = """# failsafe.recovery test harness
 global
     master-worker
     stats socket %(socket)s mode 600 level admin expose-fd listeners
@@ -815,8 +816,10 @@ backend be_green
     option httpchk GET /health
     http-check expect status 200
     server green 127.0.0.1:%(green)d check inter 500ms fall 2 rise 2
-""" % {"socket": self._socket, "host": self.host, "port": self.port, "map": self._map_file, "key": self.map_key,
-       "blue": self.blue_port, "green": self.green_port})
+"""
+        self.config.write_text(template % {"socket": self._socket, "host": self.host, "port": self.port,
+                                           "map": self._map_file, "key": self.map_key, "blue": self.blue_port,
+                                           "green": self.green_port})
         check = subprocess.run([self.binary, "-c", "-q", "-f", str(self.config)], capture_output=True, text=True,
                                check=False)
         if check.returncode != 0:

@@ -103,7 +103,7 @@ def _server_up(haproxy, backend, server):
     return False
 
 
-def test_haproxy_map_switch_and_reload(haproxy, demo_apps):
+def test_haproxy_map_switch_and_reload(haproxy):
     _wait(lambda: _server_up(haproxy, "be_green", "green") and _server_up(haproxy, "be_blue", "blue"), 10,
           "both HAProxy servers UP")
     try:
@@ -111,7 +111,7 @@ def test_haproxy_map_switch_and_reload(haproxy, demo_apps):
         answer = haproxy.admin("set map %s %s be_green" % (haproxy.map_file, haproxy.map_key))
         assert answer.strip() == ""
         assert haproxy.current_backend() == "be_green"
-        versions = {_get(haproxy.url)[1]["version"] for _ in range(20)}
+        versions = {_get(haproxy.url)[1]["version"] for dummy in range(20)}
         assert versions == {"v2"}
 
         # A reload re-reads the map file: a runtime-only change is lost, a persisted one is kept.
@@ -139,7 +139,7 @@ def test_prometheus_request_rate(prometheus, demo_apps):
     query = 'sum(rate(demoapp_requests_total{color="blue"}[5s]))'
 
     def rate():
-        for _ in range(20):
+        for dummy in range(20):
             services.http_get(demo_apps.blue.url + "/")
         result = prometheus.query(query)
         return result and float(result[0]["value"][1]) > 0 and result
@@ -155,11 +155,11 @@ def test_prometheus_request_rate(prometheus, demo_apps):
 def test_demo_app_error_rate(demo_apps):
     app = demo_apps.blue
     app.set_fault(error_rate=30)
-    statuses = [services.http_get(app.url + "/")[0] for _ in range(100)]
+    statuses = [services.http_get(app.url + "/")[0] for dummy in range(100)]
     assert statuses.count(500) == 30 and statuses.count(200) == 70
     assert 'demoapp_requests_total{status="500"}' in app.metrics()
     app.reset()
-    assert {services.http_get(app.url + "/")[0] for _ in range(10)} == {200}
+    assert {services.http_get(app.url + "/")[0] for dummy in range(10)} == {200}
 
 
 def test_demo_app_latency_health_and_hang(demo_apps):
@@ -195,11 +195,11 @@ def test_demo_release_switch(services_dir, demo_releases):
     try:
         app.up()
         assert app.version == "v1"
-        assert {services.http_get(app.url + "/")[0] for _ in range(10)} == {200}
+        assert {services.http_get(app.url + "/")[0] for dummy in range(10)} == {200}
         services.switch_current(demo_releases, "v2")
         app.reload()
         _wait(lambda: app.current_version() == "v2", 5, "the app to report v2")
-        statuses = [services.http_get(app.url + "/")[0] for _ in range(10)]
+        statuses = [services.http_get(app.url + "/")[0] for dummy in range(10)]
         assert statuses.count(500) == 3
     finally:
         app.stop()
