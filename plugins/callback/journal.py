@@ -49,6 +49,7 @@ options:
 """
 
 import getpass
+import os
 import time
 
 from ansible.plugins.callback import CallbackBase
@@ -128,8 +129,8 @@ class CallbackModule(CallbackBase):
 
     def _record(self, result, status, ignored=False):
         self._learn(result)
-        if not self.path:
-            return
+        if not self.path or not os.path.exists(self.path):
+            return  # no incident open (or a check-mode run that did not create the journal)
         task = result._task
         host = result._host.get_name()
         end = time.time()
@@ -181,7 +182,7 @@ class CallbackModule(CallbackBase):
         self._record(result, "unreachable")
 
     def v2_playbook_on_stats(self, stats):
-        if not self.path:
+        if not self.path or not os.path.exists(self.path):
             return
         hosts = {}
         for host in sorted(stats.processed.keys()):

@@ -156,7 +156,7 @@ def compute(records, objectives=None, meta=None):
         environment=meta.get("environment") or "",
         service=meta.get("service") or "",
         severity=meta.get("severity") or "",
-        level=meta.get("level") if meta.get("level") not in (None, "") else (levels[-1] if levels else None),
+        level=str(meta["level"]) if meta.get("level") not in (None, "") else (str(levels[-1]) if levels else None),
         actor=opened.get("actor") or meta.get("actor"),
         outcome=outcome,
         timeline=timeline,

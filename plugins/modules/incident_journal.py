@@ -16,12 +16,16 @@ description:
   - O(action=open) creates the journal with its C(opened) record and returns the facts C(incident_journal_path),
     C(incident_id) and C(incident_actor); the callback plugin starts writing one record per task result once it sees
     C(incident_journal_path). Opening a journal that already belongs to the same incident changes nothing.
+  - O(action=open) also records the moments given in O(events) (for example when the fault began and was
+    detected), and creates the journal's directory (mode C(0700)) when missing.
   - O(action=event) appends a timeline event (C(began), C(detected), C(decided), C(started), C(restored),
     C(verified), C(failed), C(note)) with optional before/after state. Values under keys that look like secrets
     (password, token, secret, url, ...) are masked before they are written.
-  - O(action=notification) and O(action=escalation) record that a webhook was sent (or failed), by target name only,
-    never its URL.
+  - O(action=notification) records, per item of O(outcomes), that a webhook was sent (or failed), by target name and
+    HTTP status only, never its URL. O(action=escalation) records that the mark O(mark) was escalated.
+  - O(action=close) appends the C(closed) record (with the outcome in O(details)).
   - O(action=status) reads the journal and returns the incident's elapsed time and which escalation marks are due.
+    Any other action returns the same after writing when O(marks) is given.
 author:
   - failsafe.recovery contributors
 extends_documentation_fragment:
@@ -50,7 +54,7 @@ options:
     description:
       - What to do, see the description.
     type: str
-    choices: [open, event, notification, escalation, status]
+    choices: [open, event, notification, escalation, close, status]
     default: event
   incident_id:
     description:
@@ -91,12 +95,29 @@ options:
     default: {}
   marks:
     description:
-      - With O(action=status), the escalation marks in minutes since the incident's onset (the earliest of the
-        C(began), C(detected) and C(opened) records).
-      - With O(action=escalation), the first element is the mark being recorded.
+      - The escalation marks in minutes since the incident's onset (the earliest of the C(began), C(detected) and
+        C(opened) records). When given, the result says which are due (passed and not yet escalated).
     type: list
     elements: float
     default: []
+  mark:
+    description:
+      - With O(action=escalation), the mark (minutes) being escalated.
+    type: float
+  events:
+    description:
+      - With O(action=open), timeline events that happened before the incident was opened - a dict of event name
+        (C(began), C(detected), ...) to its time (ISO 8601 or epoch). Empty times are ignored. Only written when the
+        journal is created.
+    type: dict
+    default: {}
+  outcomes:
+    description:
+      - With O(action=notification), the HTTP status each webhook answered, by webhook name (C(-1) when there was
+        no answer). Each item becomes one record with C(target), C(status) and C(ok) (a 2xx status). An empty dict
+        writes nothing.
+    type: dict
+    default: {}
 notes:
   - The role C(failsafe.recovery.incident) drives this module; see its README.
 seealso:
@@ -130,7 +151,7 @@ EXAMPLES = r"""
 
 RETURN = r"""
 record:
-  description: The record written (or that would be written in check mode).
+  description: The (last) record written, or that would be written in check mode; null when nothing was written.
   returned: when action is not status
   type: dict
   sample:
@@ -142,26 +163,35 @@ record:
     actor: alice
 elapsed_seconds:
   description: Seconds since the incident's onset; null when the journal holds no onset.
-  returned: when action=status
+  returned: when action=status or marks is given
   type: float
 escalated:
   description: Marks (minutes) already escalated according to the journal.
-  returned: when action=status
+  returned: when action=status or marks is given
   type: list
   elements: float
 due:
   description: Marks (minutes) passed and not yet escalated.
-  returned: when action=status
+  returned: when action=status or marks is given
   type: list
   elements: float
 events:
   description: Epoch time of the first record of each timeline event found in the journal.
-  returned: when action=status
+  returned: when action=status or marks is given
   type: dict
 records:
   description: Number of records in the journal.
-  returned: when action=status
+  returned: when action=status or marks is given
   type: int
+bad_lines:
+  description: Number of journal lines that could not be read.
+  returned: when action=status or marks is given
+  type: int
+written:
+  description: The notification records written, one per webhook of O(outcomes).
+  returned: when action=notification
+  type: list
+  elements: dict
 ansible_facts:
   description: Facts for the rest of the play and for the journal callback plugin.
   returned: when action=open
@@ -187,11 +217,18 @@ from ansible_collections.failsafe.recovery.plugins.module_utils._base import Fai
 from ansible_collections.failsafe.recovery.plugins.module_utils import _journal
 
 
+def _status(path, marks):
+    records, bad = _journal.read(path)
+    elapsed, sent, due = _journal.escalation_status(records, marks)
+    return dict(elapsed_seconds=elapsed, escalated=sent, due=due, events=_journal.first_events(records),
+                records=len(records), bad_lines=bad)
+
+
 def main():
     module = FailsafeModule(
         argument_spec=dict(
             path=dict(type="path", required=True),
-            action=dict(type="str", choices=["open", "event", "notification", "escalation", "status"], default="event"),
+            action=dict(type="str", choices=["open", "event", "notification", "escalation", "close", "status"], default="event"),
             incident_id=dict(type="str"),
             actor=dict(type="str", default="unknown"),
             event=dict(type="str"),
@@ -201,12 +238,15 @@ def main():
             after=dict(type="raw"),
             details=dict(type="dict", default={}),
             marks=dict(type="list", elements="float", default=[]),
+            mark=dict(type="float"),
+            outcomes=dict(type="dict", default={}),
+            events=dict(type="dict", default={}),
         ),
         required_if=[
             ("action", "open", ["incident_id"]),
             ("action", "event", ["event"]),
             ("action", "notification", ["event"]),
-            ("action", "escalation", ["marks"]),
+            ("action", "escalation", ["mark"]),
         ],
     )
     p = module.params
@@ -219,23 +259,40 @@ def main():
         module.fail("at=%s is neither epoch seconds nor an ISO 8601 time such as 2026-11-22T21:52:10Z." % p["at"])
 
     if p["action"] == "status":
-        records, bad = _journal.read(path)
-        elapsed, sent, due = _journal.escalation_status(records, p["marks"])
-        module.exit_json(changed=False, elapsed_seconds=elapsed, escalated=sent, due=due,
-                         events=_journal.first_events(records), records=len(records), bad_lines=bad)
+        module.exit_json(changed=False, **_status(path, p["marks"]))
 
     if p["action"] == "open":
+        early = {}
+        for name, when in p["events"].items():
+            if name not in _journal.EVENTS:
+                module.fail("events: %s is not a timeline event; use %s." % (name, ", ".join(_journal.EVENTS)))
+            try:
+                epoch = _journal.parse_time(when)
+            except ValueError:
+                module.fail("events: the time of %s (%s) is neither epoch seconds nor ISO 8601." % (name, when))
+            if epoch is not None:
+                early[name] = epoch
         facts = dict(incident_journal_path=path, incident_id=p["incident_id"], incident_actor=p["actor"])
         if module.check_mode:
             record = _journal.make_record("opened", incident=p["incident_id"], actor=p["actor"])
             module.exit_json(changed=not os.path.exists(path), record=record, ansible_facts=facts)
         try:
+            if not os.path.isdir(os.path.dirname(path)):
+                os.makedirs(os.path.dirname(path), 0o700)
             changed, record = _journal.open_journal(path, p["incident_id"], p["actor"], **_journal.redact(p["details"]))
+            if changed:
+                for name, epoch in sorted(early.items(), key=lambda item: item[1]):
+                    _journal.append(path, _journal.make_record("event", incident=p["incident_id"], actor=p["actor"],
+                                                               event=name, at=_journal.iso(epoch),
+                                                               at_epoch=round(epoch, 6)))
         except ValueError as exc:
             module.fail("Cannot open the journal: %s. Use a journal path per incident." % exc)
         except (IOError, OSError) as exc:
             module.fail("Cannot create journal %s: %s. Check that its directory exists and is writable." % (path, exc))
-        module.exit_json(changed=changed, record=record, ansible_facts=facts)
+        result = dict(changed=changed, record=record, ansible_facts=facts)
+        if p["marks"]:
+            result.update(_status(path, p["marks"]))
+        module.exit_json(**result)
 
     fields = dict(message=p["message"])
     fields.update(_journal.redact(p["details"]))
@@ -246,19 +303,35 @@ def main():
     if p["after"] is not None:
         fields["after"] = _journal.redact(p["after"], "after")
     if p["action"] == "escalation":
-        fields["mark_minutes"] = p["marks"][0]
+        fields["mark_minutes"] = p["mark"]
         if p["event"]:
             fields["event"] = p["event"]
-    else:
+    elif p["action"] in ("event", "notification"):
         fields["event"] = p["event"]
-    kind = "event" if p["action"] == "event" else p["action"]
-    record = _journal.make_record(kind, incident=p["incident_id"], actor=p["actor"], **fields)
+    kind = {"event": "event", "close": "closed"}.get(p["action"], p["action"])
+    if p["action"] == "notification":
+        records = []
+        for target, status in sorted(p["outcomes"].items()):
+            try:
+                status = int(status)
+            except (TypeError, ValueError):
+                status = -1
+            item = dict(fields, target=target, status=status, ok=200 <= status < 300)
+            records.append(_journal.make_record(kind, incident=p["incident_id"], actor=p["actor"], **item))
+    else:
+        records = [_journal.make_record(kind, incident=p["incident_id"], actor=p["actor"], **fields)]
     if not module.check_mode:
         try:
-            _journal.append(path, record)
+            for record in records:
+                _journal.append(path, record)
         except (IOError, OSError) as exc:
             module.fail("Cannot append to journal %s: %s." % (path, exc))
-    module.exit_json(changed=True, record=record)
+    result = dict(changed=bool(records), record=records[-1] if records else None)
+    if p["action"] == "notification":
+        result["written"] = records
+    if p["marks"]:
+        result.update(_status(path, p["marks"]))
+    module.exit_json(**result)
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ description:
     failover runs per environment at a time. The file records the holder (incident id), the actor, the host, the pid
     of the C(ansible-playbook) process, since when, and the TTL.
   - A second run is refused with a message naming the holder, its actor and since when.
-  - A stale lock is recovered with a warning and taken: its TTL has passed, or it was taken on this host by an
+  - A stale lock is recovered with a warning and taken when its TTL has passed, or it was taken on this host by an
     C(ansible-playbook) process that no longer exists. A lock file that is not a lock record is stale too.
   - Taking a lock the same holder already holds is C(changed=false). Only the holder releases the lock, unless
     O(force=true).
@@ -42,7 +42,7 @@ attributes:
 options:
   path:
     description:
-      - Path of the lock file. Its directory must exist (the incident role creates it).
+      - Path of the lock file. Its directory is created (mode C(0700)) when missing.
       - Use one path per environment, for example C(/var/lib/failsafe/incidents/production.lock).
     type: path
     required: true

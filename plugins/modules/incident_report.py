@@ -83,13 +83,13 @@ options:
     choices: [restored, failed, unknown]
   service_objectives:
     description:
-      - RTO and RPO per service, in minutes, as in the runbooks' tables, for example
-        C({core_api: {rto_minutes: 5, rpo_minutes: 1}}).
+      - RTO and RPO per service, in minutes, as in the runbooks' tables - a dict of service name to a dict with the
+        keys C(rto_minutes) and C(rpo_minutes). See the example.
     type: dict
     default: {}
   level_objectives:
     description:
-      - Time to roll back per level, in minutes, for example C({1: 1, 2: 5, 3: 15, 4: 30, 5: 60}).
+      - Time to roll back per level, in minutes - a dict of level to minutes. See the example.
     type: dict
     default: {}
   response_objectives:

@@ -52,7 +52,7 @@ def test_measures_follow_the_timestamps():
     assert m["time_to_rollback"] == 290 and m["time_to_verify"] == 60
     assert m["recovery_time"] == 560 and m["data_loss_window"] == 240
     assert m["first_status_update"] == 11
-    assert report["level"] == 3 and report["outcome"] == "restored" and report["actor"] == "alice"
+    assert report["level"] == "3" and report["outcome"] == "restored" and report["actor"] == "alice"
     status = dict((o["name"], o["status"]) for o in report["objectives"])
     assert status == {"time_to_detect": "pass", "time_to_decide": "pass", "first_status_update": "pass",
                       "time_to_rollback": "pass", "recovery_time": "fail", "data_loss_window": "fail"}
