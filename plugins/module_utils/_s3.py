@@ -170,7 +170,7 @@ def _crc32c_table():
     table = []
     for i in range(256):
         crc = i
-        for _ in range(8):
+        for _bit in range(8):
             crc = (crc >> 1) ^ 0x82F63B78 if crc & 1 else crc >> 1
         table.append(crc)
     return table
@@ -569,9 +569,9 @@ class BackupVerifier:
         start = len(self.failures)
         age = (self.now - latest["time"]).total_seconds()
         if age > self.max_age:
-            self.failures.append(_failure("max_age", latest["key"], "newest backup is %s old (taken %s, from %s), "
-                                          "more than max_age %s" % (_human(age), iso(latest["time"]),
-                                                                     latest["time_source"], self.params["max_age"])))
+            message = "newest backup is %s old (taken %s, from %s), more than max_age %s" % (
+                _human(age), iso(latest["time"]), latest["time_source"], self.params["max_age"])
+            self.failures.append(_failure("max_age", latest["key"], message))
         self._check("max_age", start, 1, age_seconds=int(age), max_age_seconds=int(self.max_age))
 
     def check_sizes(self, backups, scope):
@@ -1063,8 +1063,12 @@ def _same_kms_key(actual, expected):
         return False
     if actual == expected:
         return True
-    key_of = lambda value: value.rsplit("key/", 1)[-1] if "key/" in value else value  # noqa: E731
-    return key_of(actual) == key_of(expected)
+    return _kms_key_part(actual) == _kms_key_part(expected)
+
+
+def _kms_key_part(value):
+    """The key ID of a key ARN, or the value itself."""
+    return value.rsplit("key/", 1)[-1] if "key/" in value else value
 
 
 def _human(seconds):

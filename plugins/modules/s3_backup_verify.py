@@ -25,7 +25,7 @@ description:
     check mode.
   - Fails the task when any requested check fails, unless O(fail_on_error=false).
 author:
-  - failsafe.recovery contributors
+  - failsafe.recovery contributors (@failsafe-recovery)
 extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
   - failsafe.recovery.aws
@@ -441,7 +441,7 @@ def argument_spec():
     spec.update(
         bucket=dict(type="str", required=True),
         prefix=dict(type="str", default=""),
-        key_regex=dict(type="str"),
+        key_regex=dict(type="str", no_log=False),
         time_format=dict(type="str"),
         metadata_time_key=dict(type="str", no_log=False),
         scope=dict(type="str", choices=["latest", "all"], default="latest"),
