@@ -1,0 +1,115 @@
+"""Role deploy_snapshot / playbooks/pre_deploy.yml for real on localhost: config and flag files
+fetched with checksums, a real PostgreSQL restore point, a real pre-deploy health gate against the
+demo app, the index, pruning to deploy_snapshot_keep, check mode and the preflight refusal.
+"""
+
+import hashlib
+import json
+
+import pytest
+import yaml
+
+from sandbox import runner
+
+PY = str(runner.ROOT / ".venv" / "bin" / "python")
+PRE_DEPLOY = runner.ROOT / "playbooks" / "pre_deploy.yml"
+
+
+def task(res, name, host="app1"):
+    """The result of the last task ``name`` (role tasks are reported as ``<role> : <name>``)."""
+    found = [r for n, r in res.task_results(host) if n == name or n.endswith(" : " + name)]
+    assert found, "task %r did not run; rc=%s\n%s" % (name, res.rc, res.stdout[-3000:])
+    return found[-1]
+
+
+@pytest.fixture
+def site(tmp_path):
+    inv = tmp_path / "inventory.yml"
+    inv.write_text(yaml.safe_dump({"all": {"children": {"app": {"hosts": {"app1": {
+        "ansible_connection": "local", "ansible_python_interpreter": PY}}}}}}))
+    etc = tmp_path / "etc"
+    etc.mkdir()
+    cfg = etc / "app.json"
+    cfg.write_text('{"version": "v1"}\n')
+    cfg.chmod(0o640)
+    flags = etc / "flags.json"
+    flags.write_text(json.dumps({"flags": {"new-checkout": {"state": "ENABLED", "variants": {"on": True, "off": False},
+                                                            "defaultVariant": "on"}}}))
+    return {"inv": inv, "records": tmp_path / "deployments", "cfg": cfg, "flags": flags}
+
+
+def pre_deploy(site, release, check=False, **extra):
+    extra_vars = {"deploy_snapshot_release": release, "deploy_snapshot_records_dir": str(site["records"]),
+                  "deploy_snapshot_config_files": [str(site["cfg"])],
+                  "deploy_snapshot_flag_files": [str(site["flags"])]}
+    extra_vars.update(extra)
+    return runner.run_playbook(PRE_DEPLOY, inventory=site["inv"], extra_vars=extra_vars, check=check)
+
+
+def sha256(path):
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_record_with_restore_point_and_health(site, postgres, demo_apps):
+    res = pre_deploy(site, "v2", deploy_snapshot_git_hash="0123abc", deploy_snapshot_previous_release="v1",
+                     deploy_snapshot_lb_state={"backend": "be_blue"},
+                     deploy_snapshot_restore_point=dict(postgres.module_params, wait_archived=True),
+                     deploy_snapshot_health_checks=[{"name": "blue", "type": "http",
+                                                     "url": demo_apps.blue.url + "/health"}],
+                     deploy_snapshot_health_interval=0.3)
+    assert res.rc == 0, res.stdout[-3000:]
+    index = json.loads((site["records"] / "index.json").read_text())
+    assert len(index) == 1
+    dep_id = index[0]["deployment_id"]
+    assert dep_id.endswith("_v2")
+    record = json.loads((site["records"] / dep_id / "record.json").read_text())
+    assert record["deployment_id"] == dep_id == record["config_snapshot_id"]
+    assert record["release"] == "v2" and record["git_hash"] == "0123abc" and record["previous_release"] == "v1"
+    assert record["time"].endswith("Z") and record["time"] == index[0]["time"]
+    assert record["lb_state"] == {"backend": "be_blue"}
+    assert record["health"]["verdict"] == "pass" and "blue" in record["health"]["checks"]
+
+    # the restore point really exists in PostgreSQL's ledger
+    assert record["restore_point_name"] == "pre_" + dep_id
+    assert record["restore_point"]["lsn"]
+    ledger = postgres.psql("SELECT count(*) FROM failsafe_recovery.restore_points WHERE name = '%s'"
+                           % record["restore_point_name"])
+    assert ledger.strip() == "1"
+
+    files = {f["path"]: f for f in record["files"]["app1"]}
+    for path, kind in ((site["cfg"], "config"), (site["flags"], "flags")):
+        entry = files[str(path)]
+        assert entry["kind"] == kind
+        assert entry["sha256"] == sha256(path)
+        snap = site["records"] / dep_id / entry["snapshot"]
+        assert snap.read_bytes() == path.read_bytes()
+    assert files[str(site["cfg"])]["mode"] == "0640"
+
+
+def test_index_previous_release_and_pruning(site):
+    ids = []
+    for release in ("r1", "r2", "r3"):
+        res = pre_deploy(site, release, deploy_snapshot_keep=2)
+        assert res.rc == 0, res.stdout[-3000:]
+        ids.append(task(res, "Publish the deployment record")["ansible_facts"]["deploy_snapshot_record_id"])
+    index = json.loads((site["records"] / "index.json").read_text())
+    assert [e["release"] for e in index] == ["r2", "r3"]
+    assert [e["previous_release"] for e in index] == ["r1", "r2"]
+    assert not (site["records"] / ids[0]).exists(), "the oldest record beyond keep must be pruned"
+    assert (site["records"] / ids[1] / "record.json").is_file()
+    assert (site["records"] / ids[2] / "record.json").is_file()
+
+
+def test_check_mode_writes_nothing(site):
+    res = pre_deploy(site, "v9", check=True)
+    assert res.rc == 0, res.stdout[-3000:]
+    assert res.stats["app1"]["failures"] == 0
+    assert not site["records"].exists()
+
+
+def test_missing_file_is_refused_before_anything(site):
+    res = pre_deploy(site, "v3", deploy_snapshot_config_files=[str(site["cfg"]), "/nonexistent/app.conf"])
+    assert res.rc != 0
+    msg = task(res, "Preflight | every listed file exists on the host")["msg"]
+    assert "/nonexistent/app.conf" in msg and "deploy_snapshot_config_files" in msg
+    assert not site["records"].exists()
