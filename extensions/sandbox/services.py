@@ -17,6 +17,7 @@ it (``from_state()``) so ``python -m sandbox down`` stops exactly what ``up``
 started.
 """
 
+import ctypes
 import json
 import os
 import pathlib
@@ -122,6 +123,16 @@ def ensure_traversable(path, owner=None):
         shutil.chown(path, *owner)
 
 
+def _parent_death(signum, parent):
+    libc = ctypes.CDLL(None, use_errno=True)
+
+    def preexec():
+        libc.prctl(1, int(signum), 0, 0, 0)  # PR_SET_PDEATHSIG
+        if os.getppid() != parent:  # the parent died before prctl took effect
+            os.kill(os.getpid(), signum)
+    return preexec
+
+
 class Process:
     """One child process, known by its PID (and start time, against PID reuse)."""
 
@@ -131,9 +142,17 @@ class Process:
         self.start_time = start_time if start_time is not None else proc_start_time(self.pid)
 
     @classmethod
-    def spawn(cls, cmd, log, user=None, env=None, cwd=None):
-        """Start ``cmd`` in its own session, stdout/stderr appended to ``log``."""
+    def spawn(cls, cmd, log, user=None, env=None, cwd=None, parent_death_signal=None):
+        """Start ``cmd`` in its own session, stdout/stderr appended to ``log``.
+
+        ``parent_death_signal``: the kernel sends this signal to the child if the process
+        that started it dies (Linux prctl PR_SET_PDEATHSIG), so a test run killed with
+        SIGKILL leaves nothing behind. The sandbox CLI does not use it: its services must
+        outlive ``python -m sandbox up``.
+        """
         kwargs = {}
+        if parent_death_signal:
+            kwargs["preexec_fn"] = _parent_death(parent_death_signal, os.getpid())
         if user and os.geteuid() == 0 and pwd.getpwuid(0).pw_name != user:
             entry = pwd.getpwnam(user)
             kwargs.update(user=entry.pw_uid, group=entry.pw_gid, extra_groups=[])
@@ -193,6 +212,7 @@ class Service:
     stop_signal = signal.SIGTERM
     stop_timeout = 10.0
     ready_timeout = 30.0
+    die_with_parent = False  # the test fixtures set True (see Process.spawn)
 
     def __init__(self, base_dir, port=None, host="127.0.0.1"):
         self.base_dir = pathlib.Path(base_dir).resolve()
@@ -228,7 +248,9 @@ class Service:
             return self
         if port_open(self.port, self.host):
             raise ServiceError("%s: port %s:%d is already in use by another process" % (self.name, self.host, self.port))
-        self.process = Process.spawn(self.command(), self.log, **self.spawn_kwargs())
+        self.process = Process.spawn(self.command(), self.log,
+                                     parent_death_signal=self.stop_signal if self.die_with_parent else None,
+                                     **self.spawn_kwargs())
         self.wait_ready()
         return self
 
@@ -505,6 +527,7 @@ class PostgresCluster(Service):
         """
         copy = PostgresCluster(self.base_dir, port=port, password=self.password, stanza=self.stanza,
                                os_user=self.os_user, bin_dir=self._bin_dir, name=name)
+        copy.die_with_parent = self.die_with_parent
         copy.dir.mkdir(parents=True, exist_ok=True)
         os.chmod(copy.dir, 0o755)
         copy._chown(copy.dir)

@@ -18,7 +18,8 @@ every process is stopped by its PID when the session ends.
   demo_releases function scope: a fresh dir with releases/v1 (good), releases/v2 (bad:
                error_rate 30) and current -> releases/v1
 
-Demo app faults are reset after every test that used the demo apps.
+Demo app faults are reset after every test that used the demo apps. A SIGTERM to pytest tears
+the fixtures down like Ctrl-C; after a SIGKILL the kernel stops the services (PR_SET_PDEATHSIG).
 Set FAILSAFE_KEEP_SERVICES=1 to keep the base directory (logs) after the run.
 """
 
@@ -26,6 +27,7 @@ import atexit
 import os
 import pathlib
 import shutil
+import signal
 import tempfile
 
 import pytest
@@ -48,7 +50,15 @@ def _stop_all():
 atexit.register(_stop_all)
 
 
+def _on_sigterm(signum, frame):
+    """A terminated test run tears its fixtures down like Ctrl-C does."""
+    raise KeyboardInterrupt("terminated by signal %d" % signum)
+
+
 def _start(service):
+    if not _STARTED and signal.getsignal(signal.SIGTERM) == signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, _on_sigterm)
+    service.die_with_parent = True  # SIGKILL of pytest still stops it (PR_SET_PDEATHSIG)
     _STARTED.append(service)
     return service.up()
 
