@@ -150,7 +150,7 @@ def cmd_down(args):
         print("sandbox is not up (no %s)" % STATE_FILE.relative_to(ROOT))
     else:
         for name, svc in reversed(attached(state)):
-            was = svc.pid
+            was = svc.running_pid()
             svc.stop()
             print("stopped %-10s %s" % (name, "(pid %s)" % was if was else "(was not running)"))
         STATE_FILE.unlink(missing_ok=True)
@@ -170,9 +170,7 @@ def cmd_status(_args):
     for name, svc in attached(state):
         answers = svc.answers()
         ok = ok and answers
-        pid = svc.pid
-        if name == "postgres" and not pid:
-            pid = svc.postmaster_pid()
+        pid = svc.running_pid()
         print("  %-10s %-8s pid %-8s %s" % (name, "answers" if answers else "DOWN", pid or "-", svc.url))
     return 0 if ok else 1
 

@@ -233,6 +233,10 @@ class Service:
     def url(self):
         return "http://%s:%d" % (self.host, self.port)
 
+    def running_pid(self):
+        """PID of the running service: ours, or one restarted behind our back (see subclasses)."""
+        return self.pid
+
     def command(self):
         raise NotImplementedError
 
@@ -468,6 +472,9 @@ class PostgresCluster(Service):
             return None
         return pid if proc_start_time(pid) is not None else None
 
+    def running_pid(self):
+        return self.pid or self.postmaster_pid()
+
     def ready(self):
         proc = subprocess.run([str(self._bin_dir / "pg_isready"), "-q", "-h", str(self._socket_dir), "-p",
                                str(self.port), "-t", "1"], check=False, timeout=10)
@@ -693,6 +700,9 @@ class DemoApp(Service):
         except (OSError, ValueError):
             return None
         return pid if b"demoapp" in cmdline and proc_start_time(pid) is not None else None
+
+    def running_pid(self):
+        return self.pid or self.pidfile_pid()
 
     def stop(self):
         super().stop()
