@@ -212,15 +212,14 @@ def render_markdown(report):
         lines.append("| %s | %s |" % (label, human(m.get(key))))
     lines += ["", "## Objectives", "", "| Objective | Target | Measured | Result |", "|---|---|---|---|"]
     for item in report["objectives"]:
-        lines.append("| %s | %s | %s | %s |" % (item["label"], human(item["objective_seconds"]),
-                                                 human(item["measured_seconds"]), item["status"].upper()))
+        cells = (item["label"], human(item["objective_seconds"]), human(item["measured_seconds"]), item["status"].upper())
+        lines.append("| %s | %s | %s | %s |" % cells)
     lines += ["", "## Impact", ""]
     lines.append(report["impact"] or tbd)
     lines.append("")
     lines.append("- Duration: %s" % human(m.get("recovery_time")))
-    lines.append("- Data loss window: %s%s" % (human(m.get("data_loss_window")),
-                                                (" (restored to %s)" % report["recovery_point"])
-                                                if report["recovery_point"] else ""))
+    restored_to = (" (restored to %s)" % report["recovery_point"]) if report["recovery_point"] else ""
+    lines.append("- Data loss window: %s%s" % (human(m.get("data_loss_window")), restored_to))
     lines += ["", "## Root cause", "", report["root_cause"] or tbd]
     lines += ["", "## Resolution", ""]
     lines.append(report["resolution"] or ("Rollback level %s, outcome: %s." % (_cell(report["level"]),
@@ -234,11 +233,11 @@ def render_markdown(report):
     for note in report["notes"]:
         lines.append("- Note: %s" % _cell(note))
     for item in report["escalations"]:
-        lines.append("- Escalated at the %s min mark to %s (%s)" % (item["mark_minutes"], _cell(item["target"]),
-                                                                   "sent" if item["ok"] else "NOT delivered"))
+        delivery = "sent" if item["ok"] else "NOT delivered"
+        lines.append("- Escalated at the %s min mark to %s (%s)" % (item["mark_minutes"], _cell(item["target"]), delivery))
     for item in report["notifications"]:
-        lines.append("- Notified %s: %s (%s)" % (_cell(item["target"]), _cell(item["event"]),
-                                                "sent" if item["ok"] else "NOT delivered: %s" % _cell(item["status"])))
+        delivery = "sent" if item["ok"] else "NOT delivered: %s" % _cell(item["status"])
+        lines.append("- Notified %s: %s (%s)" % (_cell(item["target"]), _cell(item["event"]), delivery))
     lines += ["", "## Prevention", ""]
     if report["prevention"]:
         lines += ["- %s" % _cell(item) for item in report["prevention"]]
@@ -283,6 +282,6 @@ def render_junit(report):
 def summary_line(report):
     parts = ["incident %s: %s" % (report["incident"], report["outcome"])]
     for item in report["objectives"]:
-        parts.append("%s %s (%s <= %s)" % (item["name"], item["status"], human(item["measured_seconds"]),
-                                          human(item["objective_seconds"])))
+        values = (item["name"], item["status"], human(item["measured_seconds"]), human(item["objective_seconds"]))
+        parts.append("%s %s (%s <= %s)" % values)
     return "; ".join(parts)
