@@ -6,7 +6,7 @@ export ANSIBLE_COLLECTIONS_PATH := $(CURDIR)/.collections
 export CONTAINERS_CONF := $(CURDIR)/extensions/podman/containers.conf
 STAGES := scripts/stages.py
 
-.PHONY: setup test lint sanity unit integration molecule bench sandbox-up sandbox-down demo build clean
+.PHONY: setup test lint sanity unit integration molecule bench sandbox-up sandbox-down sandbox-status demo build clean
 
 setup:
 	@scripts/setup.sh
@@ -34,6 +34,9 @@ bench: setup
 
 sandbox-up: setup
 	@PYTHONPATH=extensions .venv/bin/python -m sandbox up
+
+sandbox-status:
+	@PYTHONPATH=extensions .venv/bin/python -m sandbox status
 
 sandbox-down:
 	@PYTHONPATH=extensions .venv/bin/python -m sandbox down
