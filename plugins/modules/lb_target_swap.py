@@ -27,7 +27,7 @@ description:
     with C(set map) AND by rewriting the map file atomically, so a reload keeps the choice. With O(servers)
     it sets the state and weight of servers of O(backend) at runtime.
 author:
-  - failsafe.recovery contributors
+  - failsafe.recovery contributors (@failsafe-recovery)
 extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
   - failsafe.recovery.aws
@@ -222,6 +222,36 @@ previous:
       C(servers) for HAProxy). Give these back to revert.
   returned: always
   type: dict
+  contains:
+    provider:
+      description: The provider.
+      type: str
+    listener_arn:
+      description: ARN of the listener (ELBv2).
+      type: str
+    rule_arn:
+      description: ARN of the rule, when one was given (ELBv2).
+      type: str
+    weights:
+      description: Every target group of the forward action (by ARN) with its weight (ELBv2).
+      type: list
+      elements: dict
+    haproxy_socket:
+      description: The admin socket (HAProxy).
+      type: str
+    map_file:
+      description: The map file (HAProxy map mode).
+      type: str
+    map_key:
+      description: The map key (HAProxy map mode).
+      type: str
+    backend:
+      description: The backend the key pointed to (map mode), or the backend whose servers changed (servers mode).
+      type: str
+    servers:
+      description: Each server given with its C(name), C(state) and C(weight) (HAProxy servers mode).
+      type: list
+      elements: dict
   sample:
     provider: elbv2
     listener_arn: arn:aws:elasticloadbalancing:us-east-1:123456789012:listener/app/shop/50dc6c495c0c9188/f2f7dc8efc522ab2

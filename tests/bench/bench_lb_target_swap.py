@@ -81,7 +81,7 @@ class Load:
     def start(self):
         self.started = time.monotonic()
         deadline = self.started + MAX_SECONDS
-        self.workers = [threading.Thread(target=self._work, args=(deadline,), daemon=True) for _ in range(self.threads)]
+        self.workers = [threading.Thread(target=self._work, args=(deadline,), daemon=True) for _worker in range(self.threads)]
         for worker in self.workers:
             worker.start()
 

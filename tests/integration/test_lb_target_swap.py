@@ -41,7 +41,7 @@ def run_many(calls):
         res = run_playbook(handle.name, inventory="localhost,")
     finally:
         os.unlink(handle.name)
-    return {name: res.result(name) for name, _ in calls}
+    return {name: res.result(name) for name, _args in calls}
 
 # --------------------------------------------------------------------------- ELBv2
 
@@ -179,8 +179,8 @@ def test_elbv2_bad_input_changes_nothing(elb):
                                        target_group=green), "Load balancer 'nope-"),
     }
     before = listener_split(elb)
-    results = run_many([(name, args) for name, (args, _) in cases.items()])
-    for name, (_, message) in cases.items():
+    results = run_many([(name, args) for name, (args, _msg) in cases.items()])
+    for name, (_args, message) in cases.items():
         assert results[name].get("failed") and message in results[name]["msg"], (name, results[name].get("msg"))
     assert listener_split(elb) == before
 
@@ -234,7 +234,7 @@ class Load:
 
     def __enter__(self):
         deadline = time.monotonic() + self.max_seconds
-        self.workers = [threading.Thread(target=self._work, args=(deadline,), daemon=True) for _ in range(self.threads)]
+        self.workers = [threading.Thread(target=self._work, args=(deadline,), daemon=True) for _worker in range(self.threads)]
         for worker in self.workers:
             worker.start()
         return self
@@ -293,7 +293,7 @@ def test_haproxy_swap_under_load_revert_and_reload(hap):
     assert load.failed == [], load.failed[:5]
     late = [v for t, v in load.versions if t > t_swap + 0.2]
     assert late and set(late) == {"v2"}, "traffic after the swap must all reach green"
-    assert {v for _, v in load.versions} == {"v1", "v2"}
+    assert {v for _t, v in load.versions} == {"v1", "v2"}
     assert hswap(hap, backend="be_green")["changed"] is False
     assert hap.current_backend() == "be_green"
     with open(hap.map_file) as handle:
@@ -365,7 +365,7 @@ def test_haproxy_drain_honours_timeout(slow_proxy, demo_apps):
         finally:
             conn.close()
 
-    threads = [threading.Thread(target=slow_request, daemon=True) for _ in range(3)]
+    threads = [threading.Thread(target=slow_request, daemon=True) for _n in range(3)]
     for thread in threads:
         thread.start()
     args = dict(provider="haproxy", haproxy_socket=slow_proxy["socket"], map_file=slow_proxy["map_file"],
@@ -422,8 +422,8 @@ def test_haproxy_bad_input_changes_nothing(hap, tmp_path):
         "server weight": (dict(provider="haproxy", haproxy_socket=hap.socket, backend="be_green",
                                servers=[dict(name="green", weight=300)]), "from 0 to 256"),
     }
-    results = run_many([(name, args) for name, (args, _) in cases.items()])
-    for name, (_, message) in cases.items():
+    results = run_many([(name, args) for name, (args, _msg) in cases.items()])
+    for name, (_args, message) in cases.items():
         assert results[name].get("failed") and message in results[name]["msg"], (name, results[name].get("msg"))
     assert hap.current_backend() == "be_blue"
     with open(hap.map_file) as handle:

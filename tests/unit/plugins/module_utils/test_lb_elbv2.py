@@ -157,7 +157,8 @@ def test_unhealthy_then_healthy_then_swap(stubbed):
     initial = health(("10.0.1.5", "initial", "Elb.RegistrationInProgress"), ("10.0.2.5", "initial", "Elb.RegistrationInProgress"))
     stub.add_response("describe_target_health", initial, {"TargetGroupArn": GREEN})  # not-in-use probe
     stub.add_response("describe_target_health", initial, {"TargetGroupArn": GREEN})
-    stub.add_response("describe_target_health", health(("10.0.1.5", "healthy", None), ("10.0.2.5", "unhealthy", "Target.FailedHealthChecks")), {"TargetGroupArn": GREEN})
+    half = health(("10.0.1.5", "healthy", None), ("10.0.2.5", "unhealthy", "Target.FailedHealthChecks"))
+    stub.add_response("describe_target_health", half, {"TargetGroupArn": GREEN})
     stub.add_response("describe_target_health", health(("10.0.1.5", "healthy", None), ("10.0.2.5", "healthy", None)), {"TargetGroupArn": GREEN})
     stub.add_response("modify_listener", {}, {"ListenerArn": LISTENER, "DefaultActions": elb.build_actions(actions, 0, {GREEN: 1, BLUE: 0})})
     stub.add_response("describe_listeners", listener(forward([(GREEN, 1), (BLUE, 0)])), {"ListenerArns": [LISTENER]})
@@ -192,7 +193,7 @@ def test_timeout_lists_every_target_and_changes_nothing(stubbed):
     expect_lookup(stub, forward([(BLUE, 1)]))
     rows = health(("10.0.1.5", "healthy", None), ("10.0.2.5", "unhealthy", "Target.Timeout"),
                   ("10.0.3.5", "unhealthy", "Target.ResponseCodeMismatch"))
-    for _ in range(1 + 6):  # probe + polls at t=0,2,4,6,8,10
+    for _poll in range(1 + 6):  # probe + polls at t=0,2,4,6,8,10
         stub.add_response("describe_target_health", rows, {"TargetGroupArn": GREEN})
     with pytest.raises(elb.ElbError) as info:
         make(client, clock, target_group="green").run()
@@ -229,7 +230,7 @@ def test_not_in_use_then_timeout_detaches_again(stubbed):
     expect_lookup(stub, actions)
     stub.add_response("describe_target_health", health(("10.0.1.5", "unused", "Target.NotInUse")), None)
     stub.add_response("modify_listener", {}, None)
-    for _ in range(6):
+    for _poll in range(6):
         stub.add_response("describe_target_health", health(("10.0.1.5", "unhealthy", "Target.Timeout")), None)
     stub.add_response("modify_listener", {}, {"ListenerArn": LISTENER, "DefaultActions": actions})
     with pytest.raises(elb.ElbError, match="traffic not moved"):

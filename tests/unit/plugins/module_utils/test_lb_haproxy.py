@@ -16,13 +16,17 @@ import pytest
 
 from ansible_collections.failsafe.recovery.plugins.module_utils import _lb_haproxy as hap
 
+SERVERS_STATE_FIELDS = ("be_id be_name srv_id srv_name srv_addr srv_op_state srv_admin_state srv_uweight srv_iweight "
+                        "srv_time_since_last_change srv_check_status srv_check_result srv_check_health srv_check_state "
+                        "srv_agent_state bk_f_forced_id srv_f_forced_id srv_fqdn srv_port srvrecord srv_use_ssl "
+                        "srv_check_port srv_check_addr srv_agent_addr srv_agent_port")
 SERVERS_STATE = """1
-# be_id be_name srv_id srv_name srv_addr srv_op_state srv_admin_state srv_uweight srv_iweight srv_time_since_last_change srv_check_status srv_check_result srv_check_health srv_check_state srv_agent_state bk_f_forced_id srv_f_forced_id srv_fqdn srv_port srvrecord srv_use_ssl srv_check_port srv_check_addr srv_agent_addr srv_agent_port
+# %s
 3 be_blue 1 blue 127.0.0.1 2 0 1 1 10 6 3 4 6 0 0 0 - 18556 - 0 0 - - 0
 4 be_green 1 green 127.0.0.1 0 8 5 1 1 8 2 0 6 0 0 0 - 18557 - 0 0 - - 0
 4 be_green 2 green2 127.0.0.1 2 1 1 1 1 8 2 0 6 0 0 0 - 18558 - 0 0 - - 0
 
-"""
+""" % SERVERS_STATE_FIELDS
 
 STAT_HEADER = ("# pxname,svname,qcur,qmax,scur,smax,slim,stot,bin,bout,dreq,dresp,ereq,econ,eresp,wretr,wredis,status,"
                "weight,act,bck,chkfail,chkdown,lastchg,downtime,qlimit,pid,iid,sid,throttle,lbtot,tracked,type,rate,"
@@ -276,7 +280,7 @@ def canned_socket(tmp_path):
     def serve():
         while True:
             try:
-                conn, _ = srv.accept()
+                conn, _addr = srv.accept()
             except OSError:
                 return
             with conn:

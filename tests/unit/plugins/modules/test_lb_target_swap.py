@@ -86,7 +86,7 @@ def fake_haproxy(tmp_path):
     def serve():
         while True:
             try:
-                conn, _ = srv.accept()
+                conn, _addr = srv.accept()
             except OSError:
                 return
             with conn:
