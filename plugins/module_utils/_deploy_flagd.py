@@ -44,7 +44,7 @@ def off_variant(flag, key, preferred="off"):
 
 
 def disable(document, keys, preferred="off"):
-    """Return ``{"document", "changed", "unchanged", "off_variants"}`` with ``keys`` switched off.
+    """Return ``{"document", "switched", "already_off", "off_variants"}`` with ``keys`` switched off.
 
     The input is not modified. A flag already off (ENABLED, defaultVariant the off variant, no
     targeting) is left exactly as it is, so a second run changes nothing.
@@ -57,19 +57,19 @@ def disable(document, keys, preferred="off"):
         raise ValueError("flag(s) %s not in the flag file; defined: %s"
                          % (", ".join(missing), ", ".join(sorted(flags)) or "none"))
     out = copy.deepcopy(document)
-    changed, unchanged, offs = [], [], {}
+    switched, already_off, offs = [], [], {}
     for key in keys:
         flag = out["flags"][key]
         off = off_variant(flag, key, preferred)
         offs[key] = off
         if flag.get("state", "ENABLED") == "ENABLED" and flag.get("defaultVariant") == off and "targeting" not in flag:
-            unchanged.append(key)
+            already_off.append(key)
             continue
         flag["state"] = "ENABLED"
         flag["defaultVariant"] = off
         flag.pop("targeting", None)
-        changed.append(key)
-    return {"document": out, "changed": changed, "unchanged": unchanged, "off_variants": offs}
+        switched.append(key)
+    return {"document": out, "switched": switched, "already_off": already_off, "off_variants": offs}
 
 
 def evaluate(document, key):

@@ -27,17 +27,17 @@ def test_disable_switches_default_variant_and_drops_targeting():
     assert flags["new-checkout"]["defaultVariant"] == "off"
     assert flags["banner"]["defaultVariant"] == "hidden" and "targeting" not in flags["banner"]
     assert flags["legacy"]["state"] == "ENABLED"
-    assert out["changed"] == ["new-checkout", "banner", "legacy"]
+    assert out["switched"] == ["new-checkout", "banner", "legacy"]
     assert out["off_variants"]["banner"] == "hidden"
     assert out["document"]["$schema"] == DOC["$schema"]
 
 
 def test_disable_already_off_changes_nothing():
     out = flagd.disable(DOC, "already-off")
-    assert out["changed"] == [] and out["unchanged"] == ["already-off"]
+    assert out["switched"] == [] and out["already_off"] == ["already-off"]
     assert out["document"] == DOC
     again = flagd.disable(flagd.disable(DOC, ["new-checkout"])["document"], ["new-checkout"])
-    assert again["changed"] == []
+    assert again["switched"] == []
 
 
 def test_disable_errors_name_the_fix():
