@@ -21,7 +21,7 @@ description:
     which rollback triggers fired without failing, unless O(fail_on_trigger=true).
   - The module only reads; it never changes anything and always returns C(changed=false).
 author:
-  - failsafe.recovery contributors
+  - failsafe.recovery contributors (@failsafe-recovery)
 extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
 attributes:
@@ -76,7 +76,7 @@ options:
         type: str
       method:
         description:
-          - C(http) request method.
+          - C(http) request method. Redirects are followed; O(checks[].expected_status) applies to the final answer.
         type: str
         default: GET
       headers:
@@ -251,7 +251,8 @@ options:
       - C(until_healthy) (verification after a rollback) passes as soon as every check has O(consecutive_success)
         successes in a row and at least O(min_samples) samples, with the latency limits holding over that run;
         it fails fast after O(failure_limit) consecutive failures and fails when O(timeout) ends first.
-        Error-rate and latency limits decide the pass, early errors during recovery do not fail it.
+        Errors between successes while the service recovers do not fail it (O(max_error_rate) is not applied,
+        except for a check judged against a failing O(baseline)).
       - C(steady) (bake) observes for the whole O(timeout) and passes at the end when every limit held;
         it fails as soon as one limit is breached (after O(min_samples) for rates and latencies).
       - C(trigger) samples until every check has O(min_samples) samples (or O(timeout) ends), then reports every
@@ -325,9 +326,10 @@ options:
     default: false
   max_workers:
     description:
-      - Size of the thread pool probing concurrently.
+      - Size of the thread pool probing concurrently (never more threads than checks). Each check has at most
+        one probe in flight, so with at least as many workers as checks no check ever waits for another.
     type: int
-    default: 16
+    default: 32
   samples_limit:
     description:
       - How many of the most recent samples RV(samples) returns.
@@ -564,7 +566,7 @@ def argument_spec():
         window=dict(type="int", default=0),
         baseline=dict(type="dict"),
         fail_on_trigger=dict(type="bool", default=False),
-        max_workers=dict(type="int", default=16),
+        max_workers=dict(type="int", default=32),
         samples_limit=dict(type="int", default=100),
     )
 
