@@ -161,7 +161,7 @@ def test_error_switch_mid_gate_is_detected_quickly(demo_apps):
 def test_prometheus_checks_against_real_prometheus(demo_apps, prometheus):
     green = demo_apps.green
     green.set_fault(error_rate=50)
-    for _ in range(40):
+    for dummy in range(40):
         try:
             urllib.request.urlopen(green.url + "/", timeout=5).read()
         except urllib.error.HTTPError:
