@@ -444,6 +444,7 @@ class Gate:
         next_due = dict((c["name"], t0) for c in self.checks)
         timeouts = dict((c["name"], check_timeout(c)) for c in self.checks)
         inflight = {}
+        states = dict((name, _stats.check_state(params["mode"], [], self.limits[name], params)) for name in self.streams)
         decision = None
         pool = concurrent.futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="health_gate")
         try:
@@ -468,7 +469,9 @@ class Gate:
                     name = inflight.pop(future)
                     started, ended, outcome = future.result()
                     self._record(name, started - t0, ended - t0, outcome)
-                    decision = _stats.decide(params["mode"], self.streams, self.limits, params, final=False, order=self.order)
+                    states[name] = _stats.check_state(params["mode"], self.streams[name], self.limits[name], params)
+                    decision = _stats.decide(params["mode"], self.streams, self.limits, params, final=False,
+                                             order=self.order, states=states)
                     if decision is not None:
                         decision["t"] = ended - t0
                         break

@@ -276,16 +276,19 @@ def _with_error(text, samples):
     return text
 
 
-def decide(mode, streams, limits, policy, final=False, order=None):
+def decide(mode, streams, limits, policy, final=False, order=None, states=None):
     """Gate decision now: None while undecided, else dict(verdict, reason, check, triggers).
 
     ``streams`` maps check name to its samples, ``limits`` check name to its
     effective limits. ``final`` is True when the gate time is up. ``order``
     lists check names in the order their latest samples arrived, newest last,
-    so the check whose sample decided is named first.
+    so the check whose sample decided is named first. ``states`` may carry the
+    check_state() of every check already (the engine recomputes only the check
+    whose sample just arrived).
     """
     names = list(order or streams)
-    states = dict((name, check_state(mode, streams[name], limits[name], policy)) for name in streams)
+    if states is None:
+        states = dict((name, check_state(mode, streams[name], limits[name], policy)) for name in streams)
     if mode == "trigger":
         return _decide_trigger(streams, states, policy, final)
     failed = [n for n in reversed(names) if states[n][0] == FAILED]
