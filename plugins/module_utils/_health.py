@@ -113,7 +113,7 @@ def check_timeout(check):
     return float(check.get("timeout") or 5.0)
 
 
-def _err(exc):
+def error_reason(exc):
     """Short reason of a probe exception (no traceback)."""
     if isinstance(exc, HTTPError):
         return "HTTP %s %s" % (exc.code, exc.reason)
@@ -204,7 +204,7 @@ class HttpProbe:
             except Exception:  # the error body is only a convenience
                 text = ""
         except Exception as exc:  # every transport error is a failed sample
-            return _stats.FAIL, None, _err(exc)
+            return _stats.FAIL, None, error_reason(exc)
         expected = check.get("expected_status") or [200]
         if status not in expected:
             return _stats.FAIL, status, "HTTP %s (expected %s)" % (status, ", ".join(str(s) for s in expected))
@@ -242,7 +242,7 @@ class TcpProbe:
             sock = socket.create_connection((self.check["host"], self.check["port"]), timeout=timeout)
             sock.close()
         except Exception as exc:  # refused, timeout, DNS: a failed sample
-            return _stats.FAIL, None, "%s:%s %s" % (self.check["host"], self.check["port"], _err(exc))
+            return _stats.FAIL, None, "%s:%s %s" % (self.check["host"], self.check["port"], error_reason(exc))
         return _stats.OK, None, None
 
 
@@ -265,7 +265,7 @@ class PostgresProbe:
             conn.execute("SET statement_timeout = %d" % max(1, int(timeout * 1000)))
             row = conn.execute(self.check["query"]).fetchone()
         except Exception as exc:  # unreachable, auth, SQL error: a failed sample
-            return _stats.FAIL, None, "%s: %s" % (_pgconn.describe_target(params), _err(exc))
+            return _stats.FAIL, None, "%s: %s" % (_pgconn.describe_target(params), error_reason(exc))
         finally:
             if conn is not None:
                 try:
@@ -311,7 +311,7 @@ class PrometheusProbe:
                 pass
             return _stats.FAIL, None, "Prometheus HTTP %s %s" % (exc.code, detail)
         except Exception as exc:  # transport error or non-JSON answer: a failed sample
-            return _stats.FAIL, None, "Prometheus %s" % _err(exc)
+            return _stats.FAIL, None, "Prometheus %s" % error_reason(exc)
         if doc.get("status") != "success":
             return _stats.FAIL, None, "Prometheus error: %s" % doc.get("error", doc.get("status"))
         data = doc.get("data") or {}
@@ -361,7 +361,7 @@ class CloudWatchAlarmProbe:
             if hasattr(exc, "response"):
                 info = _aws.aws_error(exc)
                 return _stats.FAIL, None, "CloudWatch %s: %s" % (info["code"], info["message"])
-            return _stats.FAIL, None, "CloudWatch %s" % _err(exc)
+            return _stats.FAIL, None, "CloudWatch %s" % error_reason(exc)
         value = dict((name, found.get(name, "MISSING")) for name in names)
         missing = [n for n in names if n not in found]
         if missing:
@@ -432,7 +432,7 @@ class Gate:
         try:
             outcome = self.probes[name](timeout)
         except Exception as exc:  # a probe bug must still be a failed sample, not a traceback
-            outcome = (_stats.FAIL, None, _err(exc))
+            outcome = (_stats.FAIL, None, error_reason(exc))
         return started, self.clock(), outcome
 
     def run(self):

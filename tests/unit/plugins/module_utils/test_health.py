@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import json
 import socket
+import ssl
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.error import URLError
 
 import pytest
 
@@ -245,3 +247,21 @@ def test_prometheus_probe_against_fake_api():
     finally:
         srv.shutdown()
         srv.server_close()
+
+
+def test_normalize_baseline_accepts_result_checks_or_list():
+    stats = {"state": "failed", "error_rate": 50.0}
+    assert _health.normalize_baseline({"checks": {"a": stats}, "verdict": "fail"}) == {"a": stats}
+    assert _health.normalize_baseline({"a": stats}) == {"a": stats}
+    assert _health.normalize_baseline([dict(stats, name="a")]) == {"a": dict(stats, name="a")}
+    assert _health.normalize_baseline(None) == {}
+
+
+def test_error_reasons_are_short_sentences():
+    assert _health.error_reason(URLError(ConnectionRefusedError(111, "Connection refused"))) == "connection refused"
+    assert _health.error_reason(URLError(socket.gaierror(-2, "Name or service not known"))).startswith("DNS resolution failed")
+    assert _health.error_reason(URLError(socket.timeout("timed out"))) == "timed out"
+    cert_error = ssl.SSLCertVerificationError(1, "certificate verify failed")
+    cert_error.verify_message = "self-signed certificate"
+    assert _health.error_reason(URLError(cert_error)) == "TLS certificate verification failed: self-signed certificate"
+    assert _health.error_reason(ValueError("bad\nsecond line")) == "ValueError: bad"
