@@ -27,7 +27,7 @@ description:
   - O(action=status) reads the journal and returns the incident's elapsed time and which escalation marks are due.
     Any other action returns the same after writing when O(marks) is given.
 author:
-  - failsafe.recovery contributors
+  - failsafe.recovery contributors (@failsafe-recovery)
 extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
 attributes:
@@ -40,6 +40,7 @@ attributes:
   platform:
     platforms: posix
   idempotent:
+    description: When run again with the same arguments, the module changes nothing and returns C(changed=false).
     support: partial
     details:
       - O(action=open) is idempotent per incident. O(action=event) appends a new record every time, by design (a
@@ -75,9 +76,9 @@ options:
       - When the event happened, ISO 8601 (naive means UTC) or epoch seconds, if not now. For example the time a
         health gate first saw the failure.
     type: str
-  message:
+  text:
     description:
-      - A free-text line for the record.
+      - A free-text line for the record (written as its C(message)).
     type: str
   before:
     description:
@@ -139,7 +140,7 @@ EXAMPLES = r"""
     incident_id: production-20261122T2153Z
     event: detected
     at: "2026-11-22T21:52:10Z"
-    message: error rate 34% > 10% on app1
+    text: error rate 34% > 10% on app1
 
 - name: Which escalation marks are due?
   failsafe.recovery.incident_journal:
@@ -233,7 +234,7 @@ def main():
             actor=dict(type="str", default="unknown"),
             event=dict(type="str"),
             at=dict(type="str"),
-            message=dict(type="str"),
+            text=dict(type="str"),
             before=dict(type="raw"),
             after=dict(type="raw"),
             details=dict(type="dict", default={}),
@@ -294,7 +295,7 @@ def main():
             result.update(_status(path, p["marks"]))
         module.exit_json(**result)
 
-    fields = dict(message=p["message"])
+    fields = dict(message=p["text"])
     fields.update(_journal.redact(p["details"]))
     if at_epoch is not None:
         fields.update(at=_journal.iso(at_epoch), at_epoch=round(at_epoch, 6))

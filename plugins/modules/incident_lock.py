@@ -19,7 +19,7 @@ description:
   - Taking a lock the same holder already holds is C(changed=false). Only the holder releases the lock, unless
     O(force=true).
 author:
-  - failsafe.recovery contributors
+  - failsafe.recovery contributors (@failsafe-recovery)
 extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
 attributes:
@@ -36,6 +36,7 @@ attributes:
       - The holder pid check needs C(/proc) (Linux). Elsewhere, and on hosts other than the controller, only the TTL
         makes a lock stale.
   idempotent:
+    description: When run again with the same arguments, the module changes nothing and returns C(changed=false).
     support: full
     details:
       - Keyed on O(holder). Taking a lock you hold, or releasing a lock that is gone, changes nothing.

@@ -23,19 +23,21 @@ description:
     measured - a skipped testcase - never as met.
   - The report holds only what the journal holds, which never holds module arguments or results.
 author:
-  - failsafe.recovery contributors
+  - failsafe.recovery contributors (@failsafe-recovery)
 extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
 attributes:
   check_mode:
     support: full
     details:
-      - Computes the report and returns it; no file is written.
+      - Computes the report and returns it; no file is written. A journal that does not exist yet (its opening was
+        only predicted) gives an empty report instead of an error.
   diff_mode:
     support: none
   platform:
     platforms: posix
   idempotent:
+    description: When run again with the same arguments, the module changes nothing and returns C(changed=false).
     support: full
     details:
       - Files are rewritten only when their content differs.
@@ -243,9 +245,10 @@ def main():
         ),
     )
     p = module.params
-    if not os.path.exists(p["journal"]):
+    if not os.path.exists(p["journal"]) and not module.check_mode:
         module.fail("Journal %s does not exist; open the incident first (incident role, tasks_from: open)."
                     % p["journal"])
+    # In check mode the journal may not exist (opening it was only predicted): report on what there is.
     records, bad = _journal.read(p["journal"])
     if bad:
         module.warn("Journal %s has %d unreadable line(s); they were skipped." % (p["journal"], bad))

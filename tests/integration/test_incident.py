@@ -9,7 +9,8 @@ Three runs go at once to keep the wall time down:
      lock on a signal file while
   B  tries to open an incident for the same environment and must be refused naming A;
   C  opens and closes an incident whose lock was left by a process that is gone
-     (recovered with a warning).
+     (recovered with a warning);
+  D  runs a whole incident in check mode: nothing may be written.
 """
 
 from __future__ import annotations
@@ -174,6 +175,11 @@ def runs(tmp_path_factory, receiver):
     vars_b = dict(common, incident_environment="prod", incident_id="prod-inc-b", awx_user_name="awx-bob")
     play_c = _write_playbook(work / "c.yml", [_role("open"), _role("close")])
     vars_c = dict(common, incident_environment="stale", incident_id="stale-inc-c")
+    play_d = _write_playbook(work / "d.yml", [
+        _role("open"), _role("record", incident_event="decided", incident_level=2),
+        _role("record", incident_event="restored"), _role("close")])
+    vars_d = dict(common, incident_environment="dry", incident_id="dry-inc-d",
+                  incident_webhooks=[{"name": "ops-generic", "url": receiver.url + "/dry", "format": "generic"}])
 
     # C's environment has a lock left by an ansible-playbook process that is gone.
     incident_dir.mkdir(mode=0o700)
@@ -184,7 +190,9 @@ def runs(tmp_path_factory, receiver):
         "since": _iso(now - 300), "since_epoch": now - 300, "ttl": 7200, "expires": _iso(now + 6900)}))
 
     lock_a = incident_dir / "prod.lock"
-    with concurrent.futures.ThreadPoolExecutor(3) as pool:
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        future_d = pool.submit(run_playbook, play_d, inventory=inventory, extra_vars=vars_d, env=CALLBACK_ENV,
+                               check=True, timeout=400)
         future_a = pool.submit(run_playbook, play_a, inventory=inventory, extra_vars=vars_a, env=CALLBACK_ENV,
                                timeout=400)
         future_c = pool.submit(run_playbook, play_c, inventory=inventory, extra_vars=vars_c, env=CALLBACK_ENV,
@@ -199,7 +207,8 @@ def runs(tmp_path_factory, receiver):
             hold.write_text("go")
         result_a = future_a.result()
         result_c = future_c.result()
-    return dict(a=result_a, b=result_b, c=result_c, dir=incident_dir, lock_during_b=lock_during_b,
+        result_d = future_d.result()
+    return dict(a=result_a, b=result_b, c=result_c, d=result_d, dir=incident_dir, lock_during_b=lock_during_b,
                 began=began, detected=detected)
 
 
@@ -322,3 +331,15 @@ def test_report_paths_returned_to_the_play(runs):
     facts = _result(runs["a"], "Remember the report")["ansible_facts"]
     assert facts["incident_report_paths"]["markdown"] == str(runs["dir"] / "reports" / "prod-inc-a.md")
     assert pathlib.Path(facts["incident_report_paths"]["junit"]).exists()
+
+
+def test_check_mode_writes_nothing(runs, receiver):
+    d = runs["d"]
+    assert d.rc == 0, d.stdout[-3000:] + d.stderr[-3000:]
+    assert _result(d, "Take the incident lock for the environment")["changed"] is True
+    report = _result(d, "Write the report (Markdown, JSON, JUnit)")
+    assert report["changed"] is True and report["paths"]["markdown"].endswith("dry-inc-d.md")
+    assert not (runs["dir"] / "dry.lock").exists()
+    assert not (runs["dir"] / "dry-inc-d.jsonl").exists()
+    assert not (runs["dir"] / "reports" / "dry-inc-d.md").exists()
+    assert receiver.bodies("/dry") == []
