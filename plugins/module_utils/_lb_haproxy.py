@@ -407,16 +407,16 @@ class HAProxySwap:
             result["warnings"] = ["Map file %s is not readable from here: the change is made at runtime only and "
                                   "a reload of HAProxy will undo it" % map_file]
         if not result["changed"]:
-            result["health"] = backend_health(self.api, backend)
+            result["health"] = dict(targets=backend_health(self.api, backend))
             return result
         if self.check_mode:
-            result["health"] = backend_health(self.api, backend)
+            result["health"] = dict(targets=backend_health(self.api, backend))
             return result
         if runtime_change and p.get("wait", True):
             result["health"] = wait_healthy(self.api, backend, None, p["min_healthy_targets"],
                                             p["wait_timeout"], p["poll_interval"])
         else:
-            result["health"] = backend_health(self.api, backend)
+            result["health"] = dict(targets=backend_health(self.api, backend))
         started = time.monotonic()
         if runtime_change:
             self.api.set_map(map_file, key, backend)
@@ -462,7 +462,7 @@ class HAProxySwap:
         )
         incoming = [s["name"] for s in after if s["state"] == "ready" and s["weight"] > 0]
         if not ops or self.check_mode:
-            result["health"] = backend_health(self.api, backend, incoming)
+            result["health"] = dict(targets=backend_health(self.api, backend, incoming))
             return result
         started = time.monotonic()
         # Incoming first (ready, weights up), wait for them, then the outgoing side (drain/maint, weights down).
@@ -474,7 +474,7 @@ class HAProxySwap:
             result["health"] = wait_healthy(self.api, backend, incoming, p["min_healthy_targets"],
                                             p["wait_timeout"], p["poll_interval"])
         else:
-            result["health"] = backend_health(self.api, backend, incoming)
+            result["health"] = dict(targets=backend_health(self.api, backend, incoming))
         self._apply(backend, second)
         result["swap_seconds"] = round(time.monotonic() - started, 4)
         outgoing = [s["name"] for s in after if s["state"] in ("drain", "maint")]

@@ -280,12 +280,25 @@ diff:
       split: {shop-blue: 0.0, shop-green: 100.0}
       weights: {shop-blue: 0, shop-green: 1}
 health:
-  description:
-    - The incoming side's health as last observed. For ELBv2 C(targets) lists every target of the incoming
-      target groups (C(target_group), C(id), C(port), C(state), C(reason), C(description)); for HAProxy a list of
-      servers (C(backend), C(server), C(status), C(check_status), C(admin_state), C(sessions), C(healthy)).
+  description: The incoming side's health as last observed (in check mode or without a wait, one observation).
   returned: always
-  type: raw
+  type: dict
+  contains:
+    targets:
+      description:
+        - Every target of the incoming target groups (ELBv2, with C(target_group), C(target_group_arn), C(id), C(port),
+          C(state), C(reason), C(description)) or every incoming server (HAProxy, with C(backend), C(server),
+          C(status), C(check_status), C(check_desc), C(admin_state), C(sessions), C(healthy)).
+      type: list
+      elements: dict
+    healthy:
+      description: Whether the wait ended with the incoming side healthy.
+      type: bool
+      returned: when the module waited
+    waited:
+      description: Seconds waited for the incoming side.
+      type: float
+      returned: when the module waited
 listener_arn:
   description: ARN of the listener (ELBv2).
   returned: when provider is elbv2

@@ -231,7 +231,9 @@ def test_map_mode_check_apply_idempotent(tmp_path):
     out = hap.HAProxySwap(p, api=api, check_mode=True).run()
     assert out["changed"] and api.writes == [] and "be_blue" in path.read_text()
     assert out["diff"]["after"]["split"] == {"be_green": 100.0}
+    assert [t["server"] for t in out["health"]["targets"]] == ["green"] and "waited" not in out["health"]
     out = hap.HAProxySwap(p, api=api).run()
+    assert out["health"]["healthy"] is True and out["health"]["waited"] < 1
     assert out["changed"] and api.writes == [("set map", str(path), "default", "be_green")]
     assert path.read_text() == "# managed\ndefault be_green\n"
     assert out["previous"]["backend"] == "be_blue" and out["persisted"]
