@@ -20,6 +20,7 @@ import operator
 import re
 import socket
 import ssl
+import threading
 import time
 import urllib.request
 from urllib.error import HTTPError, URLError
@@ -151,18 +152,38 @@ def _compare(value, op, threshold):
         return None
 
 
-def build_opener(check):
-    """A urllib opener for one check, built once: TLS context (verification, CA bundle, client
-    certificate) and no proxy. Building the SSL context per request costs more than the request."""
-    if check.get("validate_certs", True):
-        ctx = ssl.create_default_context(cafile=check.get("ca_path") or None)
-    else:
-        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-        ctx.check_hostname = False
-        ctx.verify_mode = ssl.CERT_NONE
-    if check.get("client_cert"):
-        ctx.load_cert_chain(check["client_cert"], check.get("client_key") or None)
-    return urllib.request.build_opener(urllib.request.ProxyHandler({}), urllib.request.HTTPSHandler(context=ctx))
+_CONTEXTS = {}
+_CONTEXTS_LOCK = threading.Lock()
+
+
+def tls_context(check):
+    """The TLS context for a check's verification, CA bundle and client certificate.
+
+    Loading the system CA store costs far more than a local request, so one context
+    per distinct setting is built once and shared by every check of the gate.
+    """
+    key = (bool(check.get("validate_certs", True)), check.get("ca_path"), check.get("client_cert"), check.get("client_key"))
+    with _CONTEXTS_LOCK:
+        ctx = _CONTEXTS.get(key)
+        if ctx is None:
+            if key[0]:
+                ctx = ssl.create_default_context(cafile=key[1] or None)
+            else:
+                ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+                ctx.check_hostname = False
+                ctx.verify_mode = ssl.CERT_NONE
+            if key[2]:
+                ctx.load_cert_chain(key[2], key[3] or None)
+            _CONTEXTS[key] = ctx
+    return ctx
+
+
+def build_opener(check, url):
+    """A urllib opener for one check, built once, without proxies; TLS only for https URLs."""
+    handlers = [urllib.request.ProxyHandler({})]
+    if url.lower().startswith("https:"):
+        handlers.append(urllib.request.HTTPSHandler(context=tls_context(check)))
+    return urllib.request.build_opener(*handlers)
 
 
 def _request(opener, url, timeout, data=None, headers=None, method="GET"):
@@ -193,7 +214,7 @@ class HttpProbe:
         status, text = None, ""
         try:
             if self.opener is None:
-                self.opener = build_opener(check)
+                self.opener = build_opener(check, check["url"])
             with _request(self.opener, check["url"], timeout, self.data, self.headers, check.get("method") or "GET") as resp:
                 status = resp.getcode()
                 text = resp.read().decode("utf-8", "replace")
@@ -300,7 +321,7 @@ class PrometheusProbe:
         check = self.check
         try:
             if self.opener is None:
-                self.opener = build_opener(check)
+                self.opener = build_opener(check, self.url)
             with _request(self.opener, self.url, timeout, headers=check.get("headers")) as resp:
                 doc = json.loads(resp.read().decode("utf-8"))
         except HTTPError as exc:
