@@ -385,7 +385,13 @@ def run_module(module):
                                  MAX_WEIGHT)
         except ValueError as exc:
             module.fail(str(exc), weights=module.params["weights"])
-    swap = ElbSwap(aws_client(module.params, "elbv2"), module.params, check_mode=module.check_mode)
+    try:
+        client = aws_client(module.params, "elbv2")
+    except Exception as exc:  # botocore: no region, unknown profile ...
+        if not is_botocore_error(exc):
+            raise
+        module.fail("Cannot create an ELBv2 client: %s (set region, profile or credentials)" % exc, error=aws_error(exc))
+    swap = ElbSwap(client, module.params, check_mode=module.check_mode)
     try:
         result = swap.run()
     except ElbError as exc:

@@ -312,3 +312,25 @@ def test_missing_socket_is_a_clear_error(tmp_path):
         hap.RuntimeAPI(str(tmp_path / "nope.sock")).command("show info")
     with pytest.raises(hap.HAProxyError, match="Cannot connect"):
         hap.RuntimeAPI("127.0.0.1:1").command("show info")
+
+
+def test_runtime_api_over_tcp():
+    srv = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(1)
+    srv.settimeout(5)
+    port = srv.getsockname()[1]
+
+    def serve():
+        conn, _addr = srv.accept()
+        with conn:
+            if conn.recv(4096).decode().strip() == "show cli level":
+                conn.sendall(b"admin\n")
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        hap.RuntimeAPI("127.0.0.1:%d" % port).check_admin()
+    finally:
+        thread.join(5)
+        srv.close()

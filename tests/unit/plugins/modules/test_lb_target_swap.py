@@ -40,6 +40,15 @@ def test_weights_summing_to_zero_fail_before_any_call(capsys):
     assert out["failed"] and "weights sum to 0" in out["msg"]
 
 
+def test_no_region_is_a_clear_error(capsys, monkeypatch):
+    for var in ("AWS_REGION", "AWS_DEFAULT_REGION", "AWS_PROFILE", "AWS_CONFIG_FILE"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("AWS_CONFIG_FILE", "/nonexistent")
+    out = run_main(dict(provider="elbv2", listener_arn="arn:x", target_group="green", access_key="a", secret_key="b"),
+                   capsys)
+    assert out["failed"] and "Cannot create an ELBv2 client" in out["msg"]
+
+
 def test_options_of_the_other_provider_are_refused(capsys):
     out = run_main(dict(provider="haproxy", haproxy_socket="/nope.sock", backend="be_green", map_file="/m",
                         map_key="default", target_group="green"), capsys)
