@@ -6,6 +6,7 @@ validation, and a snapshot that makes the app unhealthy is undone after the heal
 
 import json
 import pathlib
+import subprocess
 
 import pytest
 import yaml
@@ -164,3 +165,43 @@ def test_gate_failure_puts_previous_config_back(site, app):
     assert site["app_cfg"].read_bytes() == live_app
     services.wait_until(lambda: app.get_json("/health")[0] == 200, 10, "demo app healthy again")
     assert app.current_version() == "v5"
+
+
+def test_restore_from_git_revision(site, app, tmp_path):
+    repo = tmp_path / "config-repo"
+    repo.mkdir()
+
+    def git(*args):
+        return subprocess.run(["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@example.invalid"]
+                              + list(args), check=True, capture_output=True, text=True).stdout.strip()
+
+    git("init", "-q")
+    (repo / "app").mkdir()
+    (repo / "app" / "config.json").write_text(json.dumps({"version": "g1"}) + "\n")
+    git("add", "-A")
+    git("commit", "-qm", "g1")
+    good = git("rev-parse", "HEAD")
+    (repo / "app" / "config.json").write_text(json.dumps({"version": "g2", "error_rate": 40}) + "\n")
+    git("commit", "-qam", "g2")
+
+    write_config(app, site["app_cfg"], {"version": "g2", "error_rate": 40})
+    extra = {
+        "rollback_config_source": "git",
+        "rollback_config_records_dir": str(site["records"]),
+        "rollback_config_git_repo": str(repo),
+        "rollback_config_git_revision": good,
+        "rollback_config_git_files": {str(site["app_cfg"]): "app/config.json"},
+        "rollback_config_validate": {str(site["app_cfg"]): PY + " -m json.tool %s"},
+        "rollback_config_reload_command": "kill -HUP %d" % app.pid,
+        "rollback_config_health_checks": [{"name": "cfgapp", "type": "http", "url": app.url + "/health",
+                                           "json_query": "version", "expected": "g1"}],
+        "rollback_config_health_interval": 0.3,
+        "rollback_config_health_timeout": 15,
+    }
+    res = runner.run_playbook(ROLLBACK, inventory=site["inv"], extra_vars=extra)
+    assert res.rc == 0, res.stdout[-3000:]
+    assert json.loads(site["app_cfg"].read_text()) == {"version": "g1"}
+    assert app.current_version() == "g1"
+    again = runner.run_playbook(ROLLBACK, inventory=site["inv"], extra_vars=extra)
+    assert again.rc == 0, again.stdout[-3000:]
+    assert again.stats["app1"]["changed"] == 0
