@@ -200,13 +200,17 @@ def runs(tmp_path_factory, receiver):
         try:
             result_b = run_playbook(play_b, inventory=inventory, extra_vars=vars_b, env=CALLBACK_ENV, timeout=400)
             lock_during_b = json.loads(lock_a.read_text()) if lock_a.exists() else None
+            holder_cmdline = b""
+            if lock_during_b and lock_during_b.get("pid"):
+                with open("/proc/%d/cmdline" % lock_during_b["pid"], "rb") as handle:
+                    holder_cmdline = handle.read()
         finally:
             released_at = time.time()
             hold.write_text("go")
         result_a = future_a.result()
         result_c = future_c.result()
         result_d = future_d.result()
-    return dict(a=result_a, b=result_b, c=result_c, d=result_d, dir=incident_dir, lock_during_b=lock_during_b,
+    return dict(a=result_a, b=result_b, c=result_c, d=result_d, dir=incident_dir, lock_during_b=lock_during_b, holder_cmdline=holder_cmdline,
                 released_at=released_at,
                 began=began, detected=detected)
 
@@ -221,6 +225,8 @@ def test_whole_incident_succeeds_despite_dead_webhook(runs):
 def test_second_run_refused_naming_holder_and_since(runs):
     b, holder = runs["b"], runs["lock_during_b"]
     assert holder is not None and holder["holder"] == "prod-inc-a" and holder["actor"] == ACTOR
+    # the lock names run A's ansible-playbook process (it lives as long as the run), not a short-lived worker
+    assert b"ansible-playbook" in runs["holder_cmdline"] and b"a.yml" in runs["holder_cmdline"]
     assert b.rc != 0
     refused = _result(b, "Take the incident lock for the environment")
     assert refused["failed"] is True
