@@ -25,7 +25,7 @@ PACKAGES=(
   systemd systemd-sysv dbus
   postgresql-15 pgbackrest
   haproxy
-  curl procps
+  curl procps sudo
 )
 
 log() { echo "build_image: $*" >&2; }
