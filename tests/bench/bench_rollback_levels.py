@@ -53,7 +53,7 @@ def main():
         # level 1
         flag_file = base / "flags.json"
         level1 = []
-        for _ in range(REPEATS):
+        for _repeat in range(REPEATS):
             flag_file.write_text(json.dumps({"flags": {
                 "new-checkout": {"state": "ENABLED", "variants": {"on": True, "off": False}, "defaultVariant": "on"},
                 "banner": {"state": "ENABLED", "variants": {"on": True, "off": False}, "defaultVariant": "on",
