@@ -107,9 +107,19 @@ def test_check_mode_writes_nothing(site):
     assert not site["records"].exists()
 
 
-def test_missing_file_is_refused_before_anything(site):
-    res = pre_deploy(site, "v3", deploy_snapshot_config_files=[str(site["cfg"]), "/nonexistent/app.conf"])
+def test_missing_file_on_one_host_refuses_the_record(site):
+    # app2 lists a file it does not have: its preflight fails, and app1's snapshot must not be recorded alone
+    inv = site["inv"].parent / "two_hosts.yml"
+    host = {"ansible_connection": "local", "ansible_python_interpreter": PY}
+    inv.write_text(yaml.safe_dump({"all": {"children": {"app": {"hosts": {
+        "app1": host, "app2": dict(host, deploy_snapshot_config_files=[str(site["cfg"]), "/nonexistent/app.conf"])}}}}}))
+    res = runner.run_playbook(PRE_DEPLOY, inventory=inv, extra_vars={
+        "deploy_snapshot_release": "v3", "deploy_snapshot_records_dir": str(site["records"])})
     assert res.rc != 0
-    msg = task(res, "Preflight | every listed file exists on the host")["msg"]
+    msg = task(res, "Preflight | every listed file exists on the host", host="app2")["msg"]
     assert "/nonexistent/app.conf" in msg and "deploy_snapshot_config_files" in msg
-    assert not site["records"].exists()
+    loud = task(res, "Fail the snapshot loudly", host="app1")["msg"]
+    assert "Every host of the play was snapshotted" in loud
+    assert not (site["records"] / "index.json").exists()
+    assert not site["records"].exists() or not any(p.is_dir() for p in site["records"].iterdir()), \
+        "the incomplete snapshot directory must be removed"
