@@ -176,17 +176,53 @@ def cmd_status(_args):
 
 
 def cmd_demo(args):
+    """Bring the sandbox up and run playbooks/drill.yml end to end; print the report's summary and path."""
+    import subprocess  # pylint: disable=import-outside-toplevel
+    import time  # pylint: disable=import-outside-toplevel
+
+    began = time.monotonic()
     rc = cmd_up(args)
     if rc != 0:
         return rc
-    state = load_state()
+    up_seconds = time.monotonic() - began
     print()
-    print("URLs: " + ", ".join("%s %s" % (name, svc.url) for name, svc in attached(state)))
+    print("running the drill: snapshot (restore point), deploy bad v2 (traffic to green) + bad writes,")
+    print("detect (trigger-mode health gate), roll back code (blue_green) and database (PITR), verify ...", flush=True)
+    env = dict(os.environ)
+    env.update({"ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"), "ANSIBLE_COLLECTIONS_PATH": str(ROOT / ".collections"),
+                "ANSIBLE_CALLBACKS_ENABLED": "failsafe.recovery.journal", "ANSIBLE_PIPELINING": "True",
+                "PATH": "%s:%s" % (services.VENV_BIN, env.get("PATH", ""))})
+    log = STATE_DIR / "demo.log"
+    drill_began = time.monotonic()
+    with open(log, "w") as handle:
+        proc = subprocess.run([str(services.VENV_BIN / "ansible-playbook"), "-i", str(INVENTORY),
+                               str(ROOT / "playbooks" / "drill.yml")],
+                              cwd=str(ROOT), env=env, stdout=handle, stderr=subprocess.STDOUT, check=False)
+    drill_seconds = time.monotonic() - drill_began
+    reports = sorted((STATE_DIR / "drills" / "incidents" / "reports").glob("*.md"), key=lambda p: p.stat().st_mtime)
+    report = reports[-1] if reports and reports[-1].stat().st_mtime >= time.time() - drill_seconds - 1 else None
     print()
-    print("NOT IMPLEMENTED YET: the end-to-end drill (deploy the bad v2, detect the failure, roll back code and")
-    print("database, write the incident report) arrives with issue 8. The services above are up; nothing was")
-    print("deployed or rolled back. Exit code 2 so this is never mistaken for a passing demo.")
-    return 2
+    if report:
+        text = report.read_text()
+        for section in ("## Summary", "## Metrics", "## Objectives"):
+            if section in text:
+                print(section)
+                print(text.split(section, 1)[1].split("\n## ", 1)[0].strip())
+                print()
+        print("report: %s (+ .json, .xml)" % report)
+    else:
+        print("no report was written")
+    print("log:    %s" % log)
+    print("timing: sandbox up %.0f s, drill %.0f s, total %.0f s"
+          % (up_seconds, drill_seconds, time.monotonic() - began))
+    if proc.returncode != 0:
+        tail = log.read_text(errors="replace").splitlines()[-25:]
+        print("\nthe drill FAILED (exit %d); last lines of the log:\n%s" % (proc.returncode, "\n".join(tail)),
+              file=sys.stderr)
+        return 1
+    print("demo passed: v1 serves again, the bad writes are gone, every measured objective was met.")
+    print("the sandbox stays up (make sandbox-status); stop it with: make sandbox-down")
+    return 0
 
 
 def main(argv=None):
@@ -196,7 +232,7 @@ def main(argv=None):
     down = sub.add_parser("down", help="stop exactly the recorded processes and remove the state file")
     down.add_argument("--purge", action="store_true", help="also remove .cache/sandbox (data, logs, releases)")
     sub.add_parser("status", help="show each recorded service and whether it answers")
-    sub.add_parser("demo", help="bring the sandbox up; the drill itself is not implemented yet (exit 2)")
+    sub.add_parser("demo", help="bring the sandbox up and run the rollback drill end to end (playbooks/drill.yml)")
     args = parser.parse_args(argv)
     return {"up": cmd_up, "down": cmd_down, "status": cmd_status, "demo": cmd_demo}[args.command](args)
 
