@@ -41,7 +41,7 @@ def one_run(base, count):
             app = services.DemoApp(base / "run", name, release_dir=root / "current")
             app.up()
             apps.append(app)
-            hosts[name] = {"ansible_connection": "local", "ansible_python_interpreter": PY,
+            hosts[name] = {"ansible_connection": "local", "ansible_python_interpreter": PY, "ansible_pipelining": True,
                            "rollback_code_deploy_to": str(root),
                            "rollback_code_restart_command": "kill -HUP %d" % app.running_pid(),
                            "rollback_code_health_checks": [{"name": name, "type": "http", "url": app.url + "/health",
