@@ -52,8 +52,8 @@ class PlaybookResult:
         return out
 
     def result(self, name, host="localhost"):
-        """The result of the last task called ``name``."""
-        found = [r for n, r in self.task_results(host) if n == name]
+        """The result of the last task called ``name`` (role tasks: ``<role> : name`` matches too)."""
+        found = [r for n, r in self.task_results(host) if n == name or n.endswith(" : " + name)]
         if not found:
             raise AssertionError("task %r did not run on %s; rc=%s\n%s\n%s"
                                  % (name, host, self.rc, self.stdout[-4000:], self.stderr[-4000:]))
