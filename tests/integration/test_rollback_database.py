@@ -6,6 +6,7 @@ cluster: rows, timeline, data directories, ledger.
 """
 
 import pathlib
+import shutil
 import uuid
 
 import pytest
@@ -40,6 +41,7 @@ def _playbook(tmp_path, cluster, **role_vars):
             "rollback_database_server_log": str(pathlib.Path(cluster.data_dir).parent / "rollback.log"),
             "rollback_database_pgbackrest_config": cluster.pgbackrest_config,
             "rollback_database_stanza": cluster.stanza,
+            "rollback_database_promote_timeout": 120,
         },
         "tasks": [{"name": "rollback", "ansible.builtin.include_role": {"name": "failsafe.recovery.rollback_database"},
                    "vars": role_vars}],
@@ -51,7 +53,7 @@ def _playbook(tmp_path, cluster, **role_vars):
 
 def _tasks(result):
     """Task names without the 'role : ' prefix."""
-    return [name.split(" : ", 1)[-1] for name, _ in result.task_results()]
+    return [name.split(" : ", 1)[-1] for name, dummy in result.task_results()]
 
 
 def _task(result, name):
@@ -142,3 +144,24 @@ def test_pitr_to_ledger_point(cluster, tmp_path):
     assert safety["changed"] and safety["point"]["archived"] and safety["point"]["name"].startswith("pre_rollback_")
     assert pathlib.Path(record["old_data_dir"], "PG_VERSION").is_file()
     assert cluster.psql("SELECT pg_is_in_recovery()") == "f"
+
+
+def test_missing_wal_segment_refused_nothing_changed(cluster, tmp_path):
+    uid = uuid.uuid4().hex[:8]
+    point, table = _prepare(cluster, uid)
+    archived = list(pathlib.Path(cluster.repo_path, "archive", cluster.stanza).glob("*/%s/%s-*"
+                                                                                   % (point["wal_file"][:16], point["wal_file"])))
+    assert len(archived) == 1, archived
+    hidden = tmp_path / archived[0].name  # out of the repository: as good as deleted
+    before_dirs = _aside_dirs(cluster)
+    shutil.move(str(archived[0]), str(hidden))
+    try:
+        result = _playbook(tmp_path, cluster, rollback_database_target_name=point["name"])
+    finally:
+        shutil.move(str(hidden), str(archived[0]))
+    assert result.rc != 0
+    refusal = _task(result, "Preflight | the cluster, the backup, the WAL archive and the disk allow the rollback")
+    assert refusal["failed"] and point["wal_file"] in refusal["msg"] and "nothing was changed" in refusal["msg"]
+    assert "Stop PostgreSQL" not in _tasks(result)
+    assert _aside_dirs(cluster) == before_dirs
+    assert _rows(cluster, table) == "1:0,2:0,3:-1"
