@@ -149,8 +149,8 @@ def test_pitr_to_ledger_point(cluster, tmp_path):
 def test_missing_wal_segment_refused_nothing_changed(cluster, tmp_path):
     uid = uuid.uuid4().hex[:8]
     point, table = _prepare(cluster, uid)
-    archived = list(pathlib.Path(cluster.repo_path, "archive", cluster.stanza).glob("*/%s/%s-*"
-                                                                                   % (point["wal_file"][:16], point["wal_file"])))
+    pattern = "*/%s/%s-*" % (point["wal_file"][:16], point["wal_file"])
+    archived = list(pathlib.Path(cluster.repo_path, "archive", cluster.stanza).glob(pattern))
     assert len(archived) == 1, archived
     hidden = tmp_path / archived[0].name  # out of the repository: as good as deleted
     before_dirs = _aside_dirs(cluster)
