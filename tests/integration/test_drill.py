@@ -1,0 +1,114 @@
+"""The rollback drill (playbooks/drill.yml) end to end on the sandbox's fixed ports.
+
+The sandbox (``python -m sandbox up``) is brought up by this module and brought down in
+teardown, unless it was already up before (then it is left as found). Its ports
+(25432, 25000, 28080-28082, 29090) are reserved for the sandbox, so the session fixtures
+on free ports never collide with it.
+"""
+
+import json
+import os
+import pathlib
+import subprocess
+
+import pytest
+
+from sandbox import services
+from sandbox.runner import ROOT, run_playbook
+
+STATE = ROOT / ".cache" / "sandbox"
+DRILLS = STATE / "drills"
+ENV = {"ANSIBLE_CALLBACKS_ENABLED": "failsafe.recovery.journal", "ANSIBLE_PIPELINING": "True"}
+
+
+def _sandbox(*args):
+    return subprocess.run([str(services.VENV_BIN / "python"), "-m", "sandbox"] + list(args), cwd=str(ROOT),
+                          env=dict(os.environ, PYTHONPATH=str(ROOT / "extensions")), capture_output=True,
+                          text=True, timeout=300, check=False)
+
+
+@pytest.fixture(scope="module")
+def sandbox():
+    was_up = _sandbox("status").returncode == 0
+    if not was_up:
+        started = _sandbox("up")
+        assert started.returncode == 0, started.stdout + started.stderr
+    try:
+        yield json.loads((STATE / "state.json").read_text())
+    finally:
+        if not was_up:
+            _sandbox("down")
+
+
+def _psql(state, sql):
+    pg = services.from_state(state["services"]["postgres"])
+    return pg.psql(sql)
+
+
+def _front(state):
+    status, body = services.http_get(state["services"]["haproxy"]["url"] + "/", timeout=5)
+    return status, json.loads(body) if status == 200 else body
+
+
+def _newest(pattern):
+    found = sorted(DRILLS.glob(pattern), key=lambda p: p.stat().st_mtime)
+    return found[-1] if found else None
+
+
+def _event_epochs(journal):
+    events = {}
+    for line in journal.read_text().splitlines():
+        rec = json.loads(line)
+        if rec.get("kind") == "event":
+            events[rec["event"]] = rec.get("at_epoch", rec["epoch"])
+    return events
+
+
+def test_drill_bad_release_and_bad_writes_rolled_back(sandbox):
+    result = run_playbook(ROOT / "playbooks" / "drill.yml", inventory=ROOT / "inventories" / "sandbox",
+                          extra_vars={"drill_keep_table": True}, env=ENV, timeout=600)
+    assert result.rc == 0, result.stdout[-4000:]
+    try:
+        # the bad writes are gone, the good rows are back (the table was kept for this check)
+        rows = _psql(sandbox, "SELECT string_agg(id || ':' || balance, ',' ORDER BY id) FROM failsafe_drill.accounts")
+        assert rows == "1:100,2:200,3:300"
+    finally:
+        _psql(sandbox, "DROP TABLE IF EXISTS failsafe_drill.accounts")
+    # v1 serves through the front end, traffic back on blue
+    for _ in range(10):
+        status, body = _front(sandbox)
+        assert status == 200 and body["version"] == "v1"
+    report_md = _newest("incidents/reports/*.md")
+    report = json.loads(report_md.with_suffix(".json").read_text())
+    assert report["outcome"] == "restored" and report["objectives_met"] is True
+    assert report_md.with_suffix(".xml").is_file()
+    # the report's numbers are the journal's timestamps
+    events = _event_epochs(pathlib.Path(report["journal"]["path"]))
+    measures = report["measures"]
+    assert set(events) >= {"began", "detected", "decided", "started", "restored", "verified"}
+    assert measures["time_to_detect"] == pytest.approx(events["detected"] - events["began"], abs=0.01)
+    assert measures["time_to_rollback"] == pytest.approx(events["restored"] - events["started"], abs=0.01)
+    assert measures["recovery_time"] == pytest.approx(events["verified"] - events["began"], abs=0.01)
+    assert 0 < measures["data_loss_window"] < 300
+    # no secret of the inventory in the journal, the report or the deployment records
+    password = (STATE / "postgres.password").read_text().strip()
+    for path in [pathlib.Path(report["journal"]["path"])] + list(report_md.parent.glob(report_md.stem + ".*")) \
+            + list((DRILLS / "deployments").rglob("*.json")):
+        assert password not in path.read_text(errors="replace"), path
+    assert oct(pathlib.Path(report["journal"]["path"]).stat().st_mode & 0o777) == "0o600"
+
+
+def test_missed_objective_fails_the_drill_and_still_cleans_up(sandbox):
+    result = run_playbook(ROOT / "playbooks" / "drill.yml", inventory=ROOT / "inventories" / "sandbox",
+                          extra_vars={"drill_faults": ["bad_release"],
+                                      "drill_service_objectives": {"core_api": {"rto_minutes": 0.001, "rpo_minutes": 5}}},
+                          env=ENV, timeout=600)
+    assert result.rc != 0
+    failed = [r for name, r in result.task_results() if r.get("failed")]
+    assert failed and "Objective missed" in failed[-1]["msg"] and "RTO" in failed[-1]["msg"]
+    report = json.loads(pathlib.Path(failed[-1]["msg"].rsplit("Report: ", 1)[1].strip()).with_suffix(".json").read_text())
+    assert report["objectives_met"] is False and report["outcome"] == "restored"
+    # cleaned up: the good side serves, the lock is released
+    status, body = _front(sandbox)
+    assert status == 200 and body["version"] == "v1"
+    assert not (DRILLS / "incidents" / "sandbox.lock").exists()
