@@ -106,14 +106,14 @@ def test_rollback_to_recorded_previous_release_check_mode_and_idempotence(fleet_
         services.switch_current(root, "v2")
         fleet.wait_serving(name, "v2")
 
-    check = rollback(fleet, check=True, rollback_code_batch_size=1)
+    check = rollback(fleet, check=True, rollback_code_batch_size=2)
     assert check.rc == 0, check.stdout[-3000:]
     for name in fleet.hosts:
         assert check.stats[name]["changed"] >= 1
         assert fleet.link(name) == "releases/v2"
         assert fleet.serving(name) == "v2"
 
-    res = rollback(fleet, rollback_code_batch_size=1)
+    res = rollback(fleet, rollback_code_batch_size=1, rollback_code_batch_delay=1)
     assert res.rc == 0, res.stdout[-3000:]
     for name, root in fleet.hosts.items():
         assert fleet.link(name) == "releases/v1"
@@ -123,8 +123,11 @@ def test_rollback_to_recorded_previous_release_check_mode_and_idempotence(fleet_
         published = task(res, "Publish what the code rollback did", name)["ansible_facts"]["rollback_code_result"]
         assert published["release_before"] == "v2" and published["release_target"] == "v1"
         assert published["target_source"].startswith("deployment ")
+    # one host per batch: the wait runs before the second batch only
+    assert task(res, "Wait between batches", "app1").get("skipped") is True
+    assert task(res, "Wait between batches", "app2").get("skipped") is not True
 
-    again = rollback(fleet, rollback_code_batch_size=1)
+    again = rollback(fleet, rollback_code_batch_size=2)
     assert again.rc == 0, again.stdout[-3000:]
     for name in fleet.hosts:
         assert again.stats[name]["changed"] == 0, again.stdout[-3000:]
