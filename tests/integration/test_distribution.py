@@ -53,7 +53,8 @@ def installed(tmp_path_factory):
                 "ANSIBLE_LOCAL_TEMP": str(work / "tmp"),
                 "ANSIBLE_PYTHON_INTERPRETER": VENV_PYTHON,
                 "ANSIBLE_STDOUT_CALLBACK": "ansible.builtin.json",
-                "ANSIBLE_CALLBACK_RESULT_FORMAT": "json"})
+                "ANSIBLE_CALLBACK_RESULT_FORMAT": "json",
+                "ANSIBLE_SHOW_CUSTOM_STATS": "true"})
     run_dir = work / "run"
     run_dir.mkdir()
     return run_dir, env, tarball, clean / "ansible_collections" / "failsafe" / "recovery"
@@ -106,6 +107,9 @@ def test_backup_verify_runs_by_fqcn_from_outside(installed, moto, tmp_path):
     assert report["passed"] is True
     assert [s["name"] for s in report["sets"]] == ["configuration"]
     assert (tmp_path / "reports" / "backup_verify.md").is_file()
+    stats = data["global_custom_stats"]
+    assert stats == {"backup_verify_passed": True, "backup_verify_sets_failed": [],
+                     "backup_verify_report": str(tmp_path / "reports" / "backup_verify.md")}
 
 
 def test_execution_environment_build_context(installed, tmp_path):
