@@ -75,7 +75,7 @@ def test_drill_bad_release_and_bad_writes_rolled_back(sandbox):
     finally:
         _psql(sandbox, "DROP TABLE IF EXISTS failsafe_drill.accounts")
     # v1 serves through the front end, traffic back on blue
-    for _ in range(10):
+    for dummy in range(10):
         status, body = _front(sandbox)
         assert status == 200 and body["version"] == "v1"
     report_md = _newest("incidents/reports/*.md")

@@ -5,7 +5,6 @@ The hosts are examples and unreachable: only what needs no connection runs for r
 check and the decision tasks, which are controller-side set_fact/assert/debug)."""
 
 import json
-import pathlib
 import subprocess
 
 import pytest
@@ -89,8 +88,9 @@ def _secrets(node, found):
     """(key, value) of every password/secret/token key and every webhook URL, anywhere in ``node``."""
     if isinstance(node, dict):
         for key, value in node.items():
-            if any(word in str(key) for word in ("password", "secret", "token")) or (key == "url" and "name" in node
-                                                                                       and "type" not in node):
+            secret_key = any(word in str(key) for word in ("password", "secret", "token"))
+            webhook_url = key == "url" and "name" in node and "type" not in node
+            if secret_key or webhook_url:
                 found.append((key, value))
             _secrets(value, found)
     elif isinstance(node, list):
