@@ -40,7 +40,8 @@ def test_rollback_through_ansible_runner(private_data_dir, demo_apps, monkeypatc
         "rollback_level": 1, "auto_confirm": True, "rollback_environment": env_name,
         "incident_title": "new checkout errors",
         # RTO counts from detection (without it the report has no recovery time).
-        "incident_detected_at": (datetime.datetime.now(datetime.timezone.utc) - datetime.timedelta(seconds=30)).isoformat(), "incident_service": "core_api", "incident_dir": str(incidents),
+        "incident_detected_at": (datetime.datetime.now(datetime.timezone.utc)
+                                 - datetime.timedelta(seconds=30)).isoformat(), "incident_service": "core_api", "incident_dir": str(incidents),
         "rollback_feature_flag_flags": ["new-checkout"], "rollback_feature_flag_flagd_file": str(private_data_dir / "flags.json"),
         "rollback_verify_checks": [{"name": "blue", "type": "http", "url": demo_apps.blue.url + "/health"}],
         "rollback_verify_interval": 0.2, "rollback_verify_timeout": 60,

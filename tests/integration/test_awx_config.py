@@ -207,3 +207,19 @@ def test_detect_and_report_nodes_run_and_publish_stats(demo_apps):
     summary = report.data["global_custom_stats"]["workflow_summary"]
     assert summary["rollback_result"] == "recovered" and summary["verify_passed"] is None
     assert summary["triggers_fired"] == stats["detect_triggers_fired"]
+
+
+def test_level_playbook_publishes_results_by_host(tmp_path):
+    """rollback_feature_flag.yml on two hosts: set_stats publishes each host's result for AWX."""
+    flags = tmp_path / "flags.json"
+    flags.write_text(json.dumps({"flags": {"new-checkout": {"state": "ENABLED", "variants": {"on": True, "off": False},
+                                                            "defaultVariant": "on"}}}))
+    res = run_playbook(ROOT / "playbooks" / "rollback_feature_flag.yml", inventory="app1,app2,", extra_args=["-c", "local"],
+                       env={"ANSIBLE_SHOW_CUSTOM_STATS": "true", "ANSIBLE_PYTHON_INTERPRETER": str(ROOT / ".venv" / "bin" / "python")},
+                       extra_vars={"target_hosts": "all", "rollback_feature_flag_flags": ["new-checkout"],
+                                   "rollback_feature_flag_flagd_file": str(flags)})
+    assert res.rc == 0, res.stdout[-3000:]
+    results = res.data["global_custom_stats"]["rollback_feature_flag_results"]
+    assert sorted(results) == ["app1", "app2"]
+    assert all(r["file"] == str(flags) and r["off_variants"] == {"new-checkout": "off"} for r in results.values())
+    assert json.loads(flags.read_text())["flags"]["new-checkout"]["defaultVariant"] == "off"
