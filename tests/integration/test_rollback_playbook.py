@@ -131,3 +131,12 @@ def test_not_approved_changes_nothing(site):
     assert "not approved" in proc.stdout + proc.stderr
     assert json.loads(site["flags"].read_text()) == FLAGS
     assert not (site["dir"] / "incidents").exists()
+
+
+@pytest.mark.skipif((runner.ROOT / "roles" / "rollback_full_system").is_dir(), reason="level 5 role is installed")
+def test_level_without_its_role_is_refused_before_the_lock(site):
+    res = runner.run_playbook(PLAYBOOK, inventory=site["inv"], extra_vars={"auto_confirm": True, "rollback_level": 5},
+                              timeout=120)
+    assert res.rc != 0
+    assert "rollback_full_system" in _task(res, "Check the level")["msg"]
+    assert not (site["dir"] / "incidents").exists()
