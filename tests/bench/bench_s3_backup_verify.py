@@ -25,7 +25,6 @@ import shutil
 import sys
 import tempfile
 import time
-from concurrent.futures import ThreadPoolExecutor
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 sys.path[:0] = [str(ROOT / "extensions"), str(ROOT / ".collections"), str(pathlib.Path(__file__).resolve().parent)]
