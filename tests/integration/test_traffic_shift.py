@@ -168,3 +168,37 @@ def test_green_failing_at_50_percent_is_reverted(weighted_proxy, demo_apps):
     assert weights(proxy) == {"blue": (0, 100), "green": (0, 0)}
     assert stats["sent"] > 20 and stats["failed"] == [], stats["failed"][:5]
     assert stats["versions"].get("v2", 0) > 0, "green took traffic at 10 % and 50 %"
+
+
+def test_healthy_green_takes_all_traffic_and_a_second_run_changes_nothing(weighted_proxy, demo_apps):
+    proxy = weighted_proxy
+    assert weights(proxy) == {"blue": (0, 100), "green": (0, 0)}
+    steps = [dict(servers=[dict(name="blue", state="ready", weight=50), dict(name="green", state="ready", weight=50)]),
+             dict(servers=[dict(name="blue", state="ready", weight=0), dict(name="green", state="ready", weight=100)])]
+    role_vars = dict(
+        traffic_shift_lb=dict(provider="haproxy", haproxy_socket=proxy["socket"], backend="be_app",
+                              poll_interval=0.2, wait_timeout=20),
+        traffic_shift_steps=steps,
+        traffic_shift_health_checks=[dict(name="green", type="http", url=demo_apps.green.url + "/health", timeout=2)],
+        traffic_shift_gate=dict(mode="steady", interval=0.3, timeout=1.5, max_error_rate=0),
+    )
+    play = [{"name": "traffic_shift %s" % run, "hosts": "localhost", "connection": "local", "gather_facts": False,
+             "vars": dict(role_vars, ansible_python_interpreter=str(ROOT / ".venv" / "bin" / "python")),
+             "tasks": [{"name": "shift", "ansible.builtin.include_role": {"name": "failsafe.recovery.traffic_shift"}}]}
+            for run in ("first", "again")]
+    with tempfile.NamedTemporaryFile("w", suffix=".yml", dir=str(ROOT / ".cache"), delete=False) as handle:
+        yaml.safe_dump(play, handle)
+    try:
+        res = run_playbook(handle.name, inventory="localhost,")
+    finally:
+        os.unlink(handle.name)
+        after = weights(proxy)
+        proxy["admin"]("set server be_app/blue weight 100")
+        proxy["admin"]("set server be_app/green weight 0")
+    assert res.rc == 0, res.stdout[-3000:]
+    assert after == {"blue": (0, 0), "green": (0, 100)}
+    ran = [(n.split(" : ", 1)[-1], r) for n, r in res.task_results() if "previous" in r]
+    # first run: the probe sees a change coming, both steps move; second run: only the probe, unchanged
+    assert [(n, r["changed"]) for n, r in ran] == [
+        ("Move the traffic (probe of the last step)", True), ("Move the traffic (step 1)", True),
+        ("Move the traffic (step 2)", True), ("Move the traffic (probe of the last step)", False)]
