@@ -43,7 +43,8 @@ def pre_deploy(site, release, check=False, **extra):
                   "deploy_snapshot_config_files": [str(site["cfg"])],
                   "deploy_snapshot_flag_files": [str(site["flags"])]}
     extra_vars.update(extra)
-    return runner.run_playbook(PRE_DEPLOY, inventory=site["inv"], extra_vars=extra_vars, check=check)
+    return runner.run_playbook(PRE_DEPLOY, inventory=site["inv"], extra_vars=extra_vars, check=check,
+                               env={"ANSIBLE_SHOW_CUSTOM_STATS": "true"})
 
 
 def sha256(path):
@@ -64,6 +65,8 @@ def test_record_with_restore_point_and_health(site, postgres, demo_apps):
     assert dep_id.endswith("_v2")
     record = json.loads((site["records"] / dep_id / "record.json").read_text())
     assert record["deployment_id"] == dep_id == record["config_snapshot_id"]
+    assert res.data["global_custom_stats"] == {"deployment_id": dep_id,
+                                               "deployment_record": str(site["records"] / dep_id / "record.json")}
     assert record["release"] == "v2" and record["git_hash"] == "0123abc" and record["previous_release"] == "v1"
     assert record["time"].endswith("Z") and record["time"] == index[0]["time"]
     assert record["lb_state"] == {"backend": "be_blue"}
