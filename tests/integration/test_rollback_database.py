@@ -104,24 +104,6 @@ def test_unknown_target_refused_nothing_changed(cluster, tmp_path):
     assert _safety_points(cluster) == safety_before
 
 
-def test_failed_proof_puts_original_back(cluster, tmp_path):
-    uid = uuid.uuid4().hex[:8]
-    point, table = _prepare(cluster, uid)
-    timeline = int(cluster.psql("SELECT substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8)"), 16)
-    result = _playbook(tmp_path, cluster, rollback_database_target_name=point["name"],
-                       rollback_database_assertions=[{"name": "impossible", "sql": "SELECT count(*) FROM %s" % table,
-                                                      "expect": "999"}])
-    assert result.rc != 0
-    final = _task(result, "Rescue | fail naming the step")
-    assert "Run the integrity assertions" in final["msg"] and "original data directory" in final["msg"]
-    # original back: the post-point rows are there, same timeline, server answering as primary
-    assert _rows(cluster, table) == "1:0,2:0,3:-1"
-    assert int(cluster.psql("SELECT substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8)"), 16) == timeline
-    assert cluster.psql("SELECT pg_is_in_recovery()") == "f"
-    aside = _aside_dirs(cluster)
-    assert any(".failed_rollback_" in name for name in aside)
-
-
 def test_pitr_to_ledger_point(cluster, tmp_path):
     uid = uuid.uuid4().hex[:8]
     point, table = _prepare(cluster, uid)
@@ -144,6 +126,24 @@ def test_pitr_to_ledger_point(cluster, tmp_path):
     assert safety["changed"] and safety["point"]["archived"] and safety["point"]["name"].startswith("pre_rollback_")
     assert pathlib.Path(record["old_data_dir"], "PG_VERSION").is_file()
     assert cluster.psql("SELECT pg_is_in_recovery()") == "f"
+
+
+def test_failed_proof_puts_original_back(cluster, tmp_path):
+    uid = uuid.uuid4().hex[:8]
+    point, table = _prepare(cluster, uid)
+    timeline = int(cluster.psql("SELECT substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8)"), 16)
+    result = _playbook(tmp_path, cluster, rollback_database_target_name=point["name"],
+                       rollback_database_assertions=[{"name": "impossible", "sql": "SELECT count(*) FROM %s" % table,
+                                                      "expect": "999"}])
+    assert result.rc != 0
+    final = _task(result, "Rescue | fail naming the step")
+    assert "Run the integrity assertions" in final["msg"] and "original data directory" in final["msg"]
+    # original back: the post-point rows are there, same timeline, server answering as primary
+    assert _rows(cluster, table) == "1:0,2:0,3:-1"
+    assert int(cluster.psql("SELECT substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8)"), 16) == timeline
+    assert cluster.psql("SELECT pg_is_in_recovery()") == "f"
+    aside = _aside_dirs(cluster)
+    assert any(".failed_rollback_" in name for name in aside)
 
 
 def test_missing_wal_segment_refused_nothing_changed(cluster, tmp_path):
