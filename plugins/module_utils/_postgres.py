@@ -177,6 +177,7 @@ class RestorePointLedger:
         self.conn = None
         self.warnings = []
         self.can_read_control = False
+        self.can_list_archive_status = False
 
     # -- connection and helpers
 
@@ -242,6 +243,7 @@ class RestorePointLedger:
                    has_function_privilege('pg_catalog.pg_create_restore_point(text)', 'EXECUTE') AS can_create,
                    has_function_privilege('pg_catalog.pg_switch_wal()', 'EXECUTE') AS can_switch,
                    has_function_privilege('pg_catalog.pg_control_system()', 'EXECUTE') AS can_read_control,
+                   has_function_privilege('pg_catalog.pg_ls_archive_statusdir()', 'EXECUTE') AS can_list_archive_status,
                    has_database_privilege(current_database(), 'CREATE') AS can_create_schema""")
         return row
 
@@ -306,6 +308,7 @@ class RestorePointLedger:
         """Refuse before anything is written: standby, missing privilege, archiving off."""
         facts = self.server_facts()
         self.can_read_control = facts["can_read_control"]
+        self.can_list_archive_status = facts["can_list_archive_status"]
         role = facts["role"]
         if facts["in_recovery"]:
             raise LedgerError("Refusing to create a restore point on %s: the server is a standby (pg_is_in_recovery() "
@@ -412,8 +415,14 @@ class RestorePointLedger:
             self._unlock(name)
 
     def current_wal_file(self):
+        """The segment the next WAL record goes to.
+
+        The insert position, not pg_current_wal_lsn(): that is the write position, which lags
+        behind a record not flushed yet (synchronous_commit=off, a busy WAL writer) and would
+        make the point's unfinished segment look complete, so it would never be switched.
+        """
         return self._run("read the current WAL position",
-                         "SELECT pg_walfile_name(pg_current_wal_lsn()) AS wal_file")["wal_file"]
+                         "SELECT pg_walfile_name(pg_current_wal_insert_lsn()) AS wal_file")["wal_file"]
 
     def switch_wal(self):
         return self._run("switch to a new WAL segment", "SELECT pg_switch_wal()::text AS lsn")["lsn"]
@@ -425,16 +434,40 @@ class RestorePointLedger:
         ).format(self._table()), (name,), fetch=False)
         return self.get(name)
 
-    def wait_archived(self, record, timeout, poll_interval, clock=time.monotonic, sleep=time.sleep):
-        """Poll pg_stat_archiver until the point's segment is archived; return the last archiver row.
+    def archive_status(self, wal_file):
+        """The segment's state in pg_wal/archive_status plus the archiver's backlog.
 
-        Raises LedgerError with the archiver's last failure when the timeout passes.
+        ``state`` is 'done' (archived), 'ready' (waiting for the archiver) or None (no
+        status file, or the role may not list the directory); ``waiting`` counts the
+        .ready files and ``oldest`` names the first of them.
+        """
+        if not self.can_list_archive_status:
+            return dict(state=None, waiting=None, oldest=None)
+        row = self._run("list pg_wal/archive_status", """
+            SELECT max(CASE WHEN name = %s THEN 'done' WHEN name = %s THEN 'ready' END) AS state,
+                   count(*) FILTER (WHERE name LIKE '%%.ready') AS waiting,
+                   min(name) FILTER (WHERE name LIKE '%%.ready') AS oldest
+              FROM pg_catalog.pg_ls_archive_statusdir()""", (wal_file + ".done", wal_file + ".ready"))
+        return row
+
+    def is_archived(self, wal_file, archiver):
+        """Proof that ``wal_file`` reached the archive: pg_stat_archiver or its .done status file."""
+        if segment_archived(wal_file, archiver.get("last_archived_wal")):
+            return True
+        # pg_stat_archiver names only the LAST file archived: a history, backup or .partial file
+        # archived after the segment hides it, so ask the status directory too.
+        return self.archive_status(wal_file)["state"] == "done"
+
+    def wait_archived(self, record, timeout, poll_interval, clock=time.monotonic, sleep=time.sleep):
+        """Poll until the point's segment is archived; return the last archiver row.
+
+        Raises LedgerError with the archiver's last failure or its backlog when the timeout passes.
         """
         started_at = self._run("read the server clock", "SELECT clock_timestamp() AS now")["now"]
         deadline = clock() + timeout
         while True:
             archiver = self.archiver()
-            if segment_archived(record["wal_file"], archiver.get("last_archived_wal")):
+            if self.is_archived(record["wal_file"], archiver):
                 return archiver
             if clock() >= deadline:
                 break
@@ -446,6 +479,11 @@ class RestorePointLedger:
         else:
             why = ("the archiver is stalled: last archived WAL %s at %s, no failure reported since the wait began"
                    % (archiver.get("last_archived_wal"), shaped.get("last_archived_time")))
+        status = self.archive_status(record["wal_file"])
+        if status["waiting"] is not None:
+            why += "; %s file(s) wait in pg_wal/archive_status (oldest %s), the point's segment is %s" % (
+                status["waiting"], status["oldest"] or "none",
+                {"ready": "among them", "done": "archived"}.get(status["state"], "not complete yet"))
         raise LedgerError(
             "Restore point %r exists on %s (LSN %s, WAL file %s) but is NOT durable yet: its WAL segment was not "
             "archived within %s s; %s. Fix archive_command / the archive repository (see the server log), then run "
@@ -554,7 +592,7 @@ def _present(ledger, module, name, params):
     archiver = None
     if params["wait_archived"] and not record["archived"]:
         archiver = ledger.archiver()
-        if not segment_archived(record["wal_file"], archiver.get("last_archived_wal")):
+        if not ledger.is_archived(record["wal_file"], archiver):
             if params["switch_wal"] and ledger.current_wal_file() == record["wal_file"]:
                 ledger.switch_wal()
                 wal_switched = True

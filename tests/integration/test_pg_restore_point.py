@@ -194,6 +194,8 @@ def test_broken_archiver_fails_not_durable_then_recovers(postgres):
         assert archiver["last_failed_wal"] and archiver["last_failed_wal"] in failed["msg"]
         assert archiver["last_failed_time"] in failed["msg"]
         assert failed["point"]["wal_file"] in failed["msg"]
+        # the backlog in pg_wal/archive_status is named, the point's segment among it
+        assert "wait in pg_wal/archive_status" in failed["msg"] and "segment is among them" in failed["msg"]
         rows = _ledger_rows(postgres, name)
         assert len(rows) == 1 and rows[0]["status"] == "created" and rows[0]["archived_at"] is None
         # check mode on the unarchived point predicts the wait (a change of the ledger row)
@@ -209,6 +211,28 @@ def test_broken_archiver_fails_not_durable_then_recovers(postgres):
     assert recovered["point"]["lsn"] == failed["point"]["lsn"]
     rows = _ledger_rows(postgres, name)
     assert len(rows) == 1 and rows[0]["status"] == "archived"
+
+
+def test_switches_the_segment_while_the_wal_writer_lags(postgres):
+    """The point's record may be inserted but not yet written: the module must still switch its segment.
+
+    With synchronous_commit=off and a WAL writer that sleeps 10 s, pg_current_wal_lsn() (the write
+    position) stays in the previous segment after the point; judging by it, the point's segment looked
+    complete, was never switched, and the wait timed out.
+    """
+    name = "lagging_writer_" + _uid()
+    postgres.psql("ALTER SYSTEM SET wal_writer_delay = '10s'")
+    postgres.psql("SELECT pg_reload_conf()")
+    try:
+        services.wait_until(lambda: postgres.psql("SHOW wal_writer_delay") == "10s", 10, "wal_writer_delay reloaded")
+        postgres.switch_wal_and_wait()  # the point is the first record of a fresh segment
+        created = _run(postgres, dict(name=name, archive_timeout=30, poll_interval=0.2))
+    finally:
+        postgres.psql("ALTER SYSTEM RESET wal_writer_delay")
+        postgres.psql("SELECT pg_reload_conf()")
+    assert not created.get("failed"), created
+    assert created["wal_switched"] is True and created["point"]["archived"] is True
+    assert postgres.psql("SELECT pg_walfile_name(pg_current_wal_insert_lsn()) > '%s'" % created["point"]["wal_file"]) == "t"
 
 
 def test_refuses_on_standby(postgres):
