@@ -197,7 +197,7 @@ def render_markdown(report):
     lines += ["## Summary", ""]
     lines += ["| | |", "|---|---|"]
     for label, value in (("Environment", report["environment"]), ("Service", report["service"]),
-                         ("Severity", report["severity"]), ("Rollback level", report["level"]),
+                         ("Severity", report["severity"]), ("Level", report["level"]),
                          ("Outcome", report["outcome"]), ("Actor", report["actor"]),
                          ("Objectives met", "yes" if report["objectives_met"] else "NO")):
         lines.append("| %s | %s |" % (label, _cell(value)))
@@ -222,7 +222,7 @@ def render_markdown(report):
     lines.append("- Data loss window: %s%s" % (human(m.get("data_loss_window")), restored_to))
     lines += ["", "## Root cause", "", report["root_cause"] or tbd]
     lines += ["", "## Resolution", ""]
-    lines.append(report["resolution"] or ("Rollback level %s, outcome: %s." % (_cell(report["level"]),
+    lines.append(report["resolution"] or ("Level %s, outcome: %s." % (_cell(report["level"]),
                                                                                report["outcome"])))
     tasks = report["tasks"]
     lines.append("")

@@ -133,10 +133,10 @@ def test_not_approved_changes_nothing(site):
     assert not (site["dir"] / "incidents").exists()
 
 
-@pytest.mark.skipif((runner.ROOT / "roles" / "rollback_full_system").is_dir(), reason="level 5 role is installed")
-def test_level_without_its_role_is_refused_before_the_lock(site):
-    res = runner.run_playbook(PLAYBOOK, inventory=site["inv"], extra_vars={"auto_confirm": True, "rollback_level": 5},
+def test_unknown_level_is_refused_before_the_lock(site):
+    res = runner.run_playbook(PLAYBOOK, inventory=site["inv"], extra_vars={"auto_confirm": True, "rollback_level": 6},
                               timeout=120)
     assert res.rc != 0
-    assert "rollback_full_system" in _task(res, "Check the level")["msg"]
+    assert "rollback_level must be 1-5 (got '6')" in _task(res, "Check the level")["msg"]
     assert not (site["dir"] / "incidents").exists()
+    assert json.loads(site["flags"].read_text()) == FLAGS
