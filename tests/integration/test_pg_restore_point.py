@@ -6,6 +6,7 @@ the WAL segments in the pgBackRest repository (decoded with pg_waldump), and a
 cluster restored to the point.
 """
 
+import concurrent.futures
 import json
 import os
 import pathlib
@@ -256,6 +257,20 @@ def test_refuses_on_standby(postgres):
         assert info["point"]["name"] == known and info["point"]["status"] == "archived"
     finally:
         standby.stop()
+
+
+def test_concurrent_runs_of_one_name_create_one_point(postgres):
+    """Two deploys racing on one name: one point in the WAL, one ledger row, one run reports the creation."""
+    name = "race_" + _uid()
+    wal_before = postgres.psql("SELECT pg_walfile_name(pg_current_wal_insert_lsn())")
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        results = list(pool.map(lambda dummy: _run(postgres, dict(name=name, archive_timeout=60)), range(2)))
+    assert all(not r.get("failed") for r in results), results
+    assert sorted(r["created"] for r in results) == [False, True]
+    assert results[0]["point"]["lsn"] == results[1]["point"]["lsn"]
+    rows = _ledger_rows(postgres, name)
+    assert len(rows) == 1 and rows[0]["status"] == "archived"
+    assert _restore_points_in_archive(postgres, wal_before, name) == 1
 
 
 def test_pitr_to_the_point_brings_back_its_ledger_row(postgres):
