@@ -222,8 +222,7 @@ def render_markdown(report):
     lines.append("- Data loss window: %s%s" % (human(m.get("data_loss_window")), restored_to))
     lines += ["", "## Root cause", "", report["root_cause"] or tbd]
     lines += ["", "## Resolution", ""]
-    lines.append(report["resolution"] or ("Level %s, outcome: %s." % (_cell(report["level"]),
-                                                                               report["outcome"])))
+    lines.append(report["resolution"] or ("Level %s, outcome: %s." % (_cell(report["level"]), report["outcome"])))
     tasks = report["tasks"]
     lines.append("")
     lines.append("- Tasks journaled: %d (%d changed, %d failed), %s of task time"
