@@ -6,7 +6,7 @@ export ANSIBLE_COLLECTIONS_PATH := $(CURDIR)/.collections
 export CONTAINERS_CONF := $(CURDIR)/extensions/podman/containers.conf
 STAGES := scripts/stages.py
 
-.PHONY: setup test lint sanity unit integration molecule bench sandbox-up sandbox-down sandbox-status demo build clean
+.PHONY: setup test lint sanity unit integration molecule bench sandbox-up sandbox-down sandbox-status demo build changelog clean
 
 setup:
 	@scripts/setup.sh
@@ -46,6 +46,13 @@ demo: setup
 
 build: setup
 	@.venv/bin/ansible-galaxy collection build --force --output-path .build/dist
+
+# Fold changelogs/fragments (and the modules, plugins and roles new since the last release) into
+# changelogs/changelog.yaml under galaxy.yml's version, then write CHANGELOG.rst. Run again while that
+# version is unreleased and it adds what is new to the same release.
+changelog: setup
+	@.venv/bin/antsibull-changelog lint
+	@.venv/bin/antsibull-changelog release --reload-plugins
 
 clean:
 	rm -rf .build .cache tests/output
