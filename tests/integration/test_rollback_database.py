@@ -1,12 +1,15 @@
-"""rollback_database (pitr) for real: its own PostgreSQL 15 + pgBackRest cluster, rolled back by the role.
+"""rollback_database (pitr and dump) for real: its own PostgreSQL 15 + pgBackRest cluster, rolled back by the role.
 
 The cluster is private to this file (the shared ``postgres`` fixture keeps running for
 everyone else). Each test runs the role through ansible-playbook and then reads the
 cluster: rows, timeline, data directories, ledger.
 """
 
+import os
 import pathlib
+import pwd
 import shutil
+import time
 import uuid
 
 import pytest
@@ -165,3 +168,217 @@ def test_missing_wal_segment_refused_nothing_changed(cluster, tmp_path):
     assert "Stop PostgreSQL" not in _tasks(result)
     assert _aside_dirs(cluster) == before_dirs
     assert _rows(cluster, table) == "1:0,2:0,3:-1"
+
+
+# ----------------------------------------------------------------------------- method dump
+
+def _db_rows(cluster, db):
+    return cluster.psql("SELECT string_agg(id || ':' || balance, ',' ORDER BY id) FROM accounts", db=db)
+
+
+def _databases(cluster, prefix):
+    return cluster.psql("SELECT coalesce(string_agg(datname, ',' ORDER BY datname), '') FROM pg_database "
+                        "WHERE datname LIKE '%s%%'" % prefix).split(",")
+
+
+def _db_oid(cluster, db):
+    return cluster.psql("SELECT oid FROM pg_database WHERE datname = '%s'" % db)
+
+
+def _pg_dump(cluster, db, path):
+    """pg_dump -Fc as the cluster's OS user (the file is the postgres user's, as in production)."""
+    cluster.run_as([pathlib.Path(cluster.bin_dir, "pg_dump"), "-Fc", "-h", cluster.socket_dir, "-p", str(cluster.port),
+                    "-U", cluster.user, "-f", path, db])
+    return path
+
+
+def _prepare_dump(cluster, uid):
+    """database app_<uid>: an old dump (row 1), the good dump (rows 1, 2), then bad writes.
+
+    Returns (db, dumps dir, old dump, good dump). The dumps live in a directory of the cluster's OS user.
+    """
+    db = "app_" + uid
+    cluster.psql("CREATE DATABASE %s" % db)
+    cluster.psql("CREATE TABLE accounts (id int PRIMARY KEY, balance int); CREATE INDEX accounts_balance ON accounts "
+                 "(balance); INSERT INTO accounts VALUES (1, 100)", db=db)
+    dumps = pathlib.Path(cluster.dir, "dumps_" + uid)
+    dumps.mkdir()
+    owner = pwd.getpwnam(cluster.os_user)
+    os.chown(dumps, owner.pw_uid, owner.pw_gid)
+    os.chmod(dumps, 0o750)
+    old = _pg_dump(cluster, db, dumps / "old.dump")
+    os.utime(old, (time.time() - 3600, time.time() - 3600))  # an hour older than the good one
+    cluster.psql("INSERT INTO accounts VALUES (2, 200)", db=db)
+    good = _pg_dump(cluster, db, dumps / "good.dump")
+    cluster.psql("UPDATE accounts SET balance = 0; INSERT INTO accounts VALUES (3, -1)", db=db)
+    return db, dumps, old, good
+
+
+def _writes(tmp_path):
+    """stop/resume commands that leave a trace, and the trace file."""
+    marker = tmp_path / "writes.log"
+    return ({"rollback_database_stop_writes_commands": [["sh", "-c", "echo stop >> %s" % marker]],
+             "rollback_database_resume_writes_commands": [["sh", "-c", "echo resume >> %s" % marker]]}, marker)
+
+
+def test_dump_restores_newest_dump_and_keeps_safety_copy(cluster, tmp_path):
+    uid = uuid.uuid4().hex[:8]
+    db, dumps, old, good = _prepare_dump(cluster, uid)
+    original_oid = _db_oid(cluster, db)
+    writes, marker = _writes(tmp_path)
+    try:
+        result = _playbook(tmp_path, cluster, rollback_database_method="dump", rollback_database_dump_dir=str(dumps),
+                           rollback_database_assertions=[{"name": "balances back", "sql": "SELECT sum(balance) FROM accounts",
+                                                          "expect": "300"}], **writes)
+        assert result.rc == 0, result.stdout[-3000:]
+        record = _task(result, "Record the result")["ansible_facts"]["rollback_database_result"]
+        # the newest dump of the directory was restored: both good rows, no bad writes
+        assert record["dump"] == str(good) and record["database"] == db
+        assert _db_rows(cluster, db) == "1:100,2:200"
+        assert _db_oid(cluster, db) != original_oid
+        # the safety copy IS the original database (same oid), renamed, with the bad rows, open to connections
+        safety = record["safety_copy"]
+        assert safety.startswith(db + "_pre_rollback_") and _db_oid(cluster, safety) == original_oid
+        assert _db_rows(cluster, safety) == "1:0,2:0,3:-1"
+        assert _databases(cluster, db) == sorted([db, safety])
+        # amcheck verified every btree index of the restored database
+        assert sorted(record["amcheck"][db]) == ["accounts_balance", "accounts_pkey"]
+        assert cluster.psql("SELECT extname FROM pg_extension WHERE extname = 'amcheck'", db=db) == "amcheck"
+        assert marker.read_text() == "stop\nresume\n"
+
+        # again from the old dump, this time dropping the safety copy once the proof passed
+        again = _playbook(tmp_path, cluster, rollback_database_method="dump", rollback_database_dump_file=str(old),
+                          rollback_database_drop_safety_copy=True)
+        assert again.rc == 0, again.stdout[-3000:]
+        second = _task(again, "Record the result")["ansible_facts"]["rollback_database_result"]
+        assert second["safety_copy"] is None and second["safety_copy_dropped"]
+        assert _db_rows(cluster, db) == "1:100"
+        assert _databases(cluster, db) == sorted([db, safety])
+    finally:
+        shutil.rmtree(dumps, ignore_errors=True)
+
+
+def test_dump_failed_proof_puts_original_database_back(cluster, tmp_path):
+    uid = uuid.uuid4().hex[:8]
+    db, dumps, dummy, good = _prepare_dump(cluster, uid)
+    original_oid = _db_oid(cluster, db)
+    writes, marker = _writes(tmp_path)
+    try:
+        result = _playbook(tmp_path, cluster, rollback_database_method="dump", rollback_database_dump_file=str(good),
+                           rollback_database_assertions=[{"name": "impossible", "sql": "SELECT count(*) FROM accounts",
+                                                          "expect": "999"}], **writes)
+        assert result.rc != 0
+        assert "Restore the dump with pg_restore" in _tasks(result)
+        final = _task(result, "Rescue | fail naming the step")
+        assert "Run the integrity assertions" in final["msg"] and db in final["msg"]
+        # the original database is back under its name (same oid) with its rows; no half-restored or safety copy left
+        assert _db_oid(cluster, db) == original_oid
+        assert _db_rows(cluster, db) == "1:0,2:0,3:-1"
+        assert _databases(cluster, db) == [db]
+        assert cluster.psql("SELECT datallowconn FROM pg_database WHERE datname = '%s'" % db) == "t"
+        assert marker.read_text() == "stop\nresume\n"
+    finally:
+        shutil.rmtree(dumps, ignore_errors=True)
+
+
+def test_dump_missing_file_refused_nothing_changed(cluster, tmp_path):
+    uid = uuid.uuid4().hex[:8]
+    db, dumps, dummy, good = _prepare_dump(cluster, uid)
+    original_oid = _db_oid(cluster, db)
+    writes, marker = _writes(tmp_path)
+    try:
+        result = _playbook(tmp_path, cluster, rollback_database_method="dump", rollback_database_dump_database=db,
+                           rollback_database_dump_file=str(dumps / "no_such.dump"), **writes)
+        assert result.rc != 0
+        failed = [r for n, r in result.task_results() if r.get("failed")]
+        assert failed and "rollback_database_dump_file" in failed[0]["msg"] and "no_such.dump" in failed[0]["msg"]
+        assert "Nothing was changed" in failed[0]["msg"]
+        assert "Stop application writes" not in _tasks(result) and not marker.exists()
+        assert _db_oid(cluster, db) == original_oid and _databases(cluster, db) == [db]
+        assert _db_rows(cluster, db) == "1:0,2:0,3:-1"
+
+        # a readable dump but a database that does not exist: refused by name, nothing changed
+        unknown = _playbook(tmp_path, cluster, rollback_database_method="dump", rollback_database_dump_file=str(good),
+                            rollback_database_dump_database="no_such_" + uid, **writes)
+        assert unknown.rc != 0
+        refusal = _task(unknown, "Preflight | the dump, the database and the disk allow the rollback")
+        assert refusal["failed"] and "no_such_%s does not exist" % uid in refusal["msg"]
+        assert "nothing was changed" in refusal["msg"] and not marker.exists()
+        assert _databases(cluster, "no_such_" + uid) == [""] and _db_oid(cluster, db) == original_oid
+    finally:
+        shutil.rmtree(dumps, ignore_errors=True)
+
+
+# ----------------------------------------------------------------------------- pitr retention + amcheck
+
+def test_pitr_retention_of_old_data_dirs(cluster, tmp_path):
+    data = pathlib.Path(cluster.data_dir)
+    stale = [data.parent / (data.name + ".pre_rollback_20000101T000000Z"),
+             data.parent / (data.name + ".failed_rollback_20000102T000000Z")]
+    for path in stale:
+        path.mkdir()
+        (path / "PG_VERSION").write_text("15\n")
+    before = _aside_dirs(cluster)
+    # newest other one by the stamp that ends the name: the one kept beside this run's
+    kept = max(before, key=lambda name: name.rsplit("_", 1)[1])
+    uid = uuid.uuid4().hex[:8]
+    point, table = _prepare(cluster, uid)
+    result = _playbook(tmp_path, cluster, rollback_database_target_name=point["name"],
+                       rollback_database_keep_old_data_dirs=2)
+    assert result.rc == 0, result.stdout[-3000:]
+    record = _task(result, "Record the result")["ansible_facts"]["rollback_database_result"]
+    assert _rows(cluster, table) == "1:100,2:200"
+    aside = _aside_dirs(cluster)
+    assert len(aside) == 2 and sorted(aside) == sorted([pathlib.Path(record["old_data_dir"]).name, kept])
+    assert pathlib.Path(record["old_data_dir"], "PG_VERSION").is_file()
+    assert sorted(pathlib.Path(p).name for p in record["removed_old_data_dirs"]) == sorted(set(before) - {kept})
+    assert not any(path.exists() for path in stale)
+    # amcheck ran on the restored cluster, the table's primary key among the indexes checked
+    assert "%s_pkey" % table in record["amcheck"]["postgres"]
+
+
+# ----------------------------------------------------------------------------- method migrations
+
+def test_migrations_rescue_then_rollback(cluster, tmp_path):
+    uid = uuid.uuid4().hex[:8]
+    db = "mig_" + uid
+    cluster.psql("CREATE DATABASE %s" % db)
+    # schema at version 2: the up-migration added accounts.note
+    cluster.psql("CREATE TABLE schema_migrations (version int PRIMARY KEY); INSERT INTO schema_migrations VALUES (1), (2);"
+                 "CREATE TABLE accounts (id int PRIMARY KEY, balance int, note text); INSERT INTO accounts VALUES (1, 100, 'x')",
+                 db=db)
+    original_oid = _db_oid(cluster, db)
+
+    def psql_command(sql):
+        return [str(pathlib.Path(cluster.bin_dir, "psql")), "-X", "-v", "ON_ERROR_STOP=1", "-h", cluster.socket_dir,
+                "-p", str(cluster.port), "-U", cluster.user, "-d", db, "-c", sql]
+
+    def schema():
+        return cluster.psql("SELECT string_agg(version::text, ',' ORDER BY version) FROM schema_migrations", db=db) + " " + \
+            cluster.psql("SELECT string_agg(attname, ',' ORDER BY attnum) FROM pg_attribute WHERE attrelid = "
+                         "'accounts'::regclass AND attnum > 0 AND NOT attisdropped", db=db)
+
+    down = psql_command("ALTER TABLE accounts DROP COLUMN note; DELETE FROM schema_migrations WHERE version = 2")
+    writes, marker = _writes(tmp_path)
+    # the second command fails after the first changed the database: the original comes back untouched
+    failed = _playbook(tmp_path, cluster, rollback_database_method="migrations", rollback_database_migrations_database=db,
+                       rollback_database_migrations_commands=[down, psql_command("SELECT no_such_function()")], **writes)
+    assert failed.rc != 0
+    final = _task(failed, "Rescue | fail naming the step")
+    assert "Run the down-migrations" in final["msg"] and db in final["msg"]
+    assert _db_oid(cluster, db) == original_oid and _databases(cluster, db) == [db]
+    assert schema() == "1,2 id,balance,note"
+    assert marker.read_text() == "stop\nresume\n"
+
+    result = _playbook(tmp_path, cluster, rollback_database_method="migrations", rollback_database_migrations_database=db,
+                       rollback_database_migrations_commands=[down],
+                       rollback_database_assertions=[{"name": "at version 1", "sql": "SELECT max(version) FROM schema_migrations",
+                                                      "expect": "1"}])
+    assert result.rc == 0, result.stdout[-3000:]
+    record = _task(result, "Record the result")["ansible_facts"]["rollback_database_result"]
+    assert schema() == "1 id,balance" and _db_rows(cluster, db) == "1:100"
+    safety = record["safety_copy"]
+    assert safety.startswith(db + "_pre_rollback_") and _db_oid(cluster, safety) == original_oid
+    assert _databases(cluster, db) == sorted([db, safety])
+    assert cluster.psql("SELECT max(version) FROM schema_migrations", db=safety) == "2"
+    assert sorted(record["amcheck"][db]) == ["accounts_pkey", "schema_migrations_pkey"]
