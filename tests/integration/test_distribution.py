@@ -147,3 +147,12 @@ def test_execution_environment_build_context(installed, tmp_path):
     assert 'ARG EE_BASE_IMAGE="%s"' % ee["images"]["base_image"]["name"] in containerfile
     assert "/build/collections/" + TARBALL_NAME in containerfile
     assert "introspect.py introspect --user-pip=requirements.txt --user-bindep=bindep.txt" in containerfile
+
+
+def test_collection_docs_lint_clean(installed):
+    """antsibull-docs validates every module, plugin and role argument spec of the installed collection."""
+    run_dir, env, dummy, collection = installed
+    env = dict(env, PATH="%s:%s" % (ROOT / ".venv" / "bin", env.get("PATH", "")))
+    proc = subprocess.run([str(ROOT / ".venv" / "bin" / "antsibull-docs"), "lint-collection-docs", "--plugin-docs", "."],
+                          env=env, cwd=str(collection), capture_output=True, text=True, check=False, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
