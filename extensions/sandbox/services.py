@@ -553,6 +553,37 @@ class PostgresCluster(Service):
         copy.start()
         return copy
 
+    def make_standby(self, name, port=None, timeout=60):
+        """A streaming-replication standby of this (running) cluster, in a NEW data dir, started.
+
+        ``pg_basebackup -R -X stream`` runs as the OS user over this cluster's private socket
+        (initdb's pg_hba allows local replication with trust), so ``primary_conninfo`` carries no
+        password. The standby's postgresql.auto.conf gets its own port and socket directory and
+        ``archive_mode = off`` (it must not push WAL into this cluster's stanza once promoted).
+        Returns a started PostgresCluster in recovery (stop() it when done); waits until it streams.
+        This cluster is not changed (apart from the replication connection it serves).
+        """
+        standby = PostgresCluster(self.base_dir, port=port, password=self.password, stanza=self.stanza,
+                                  os_user=self.os_user, bin_dir=self._bin_dir, name=name)
+        standby.die_with_parent = self.die_with_parent
+        standby.dir.mkdir(parents=True, exist_ok=True)
+        os.chmod(standby.dir, 0o755)
+        standby._chown(standby.dir)
+        standby._socket_dir.mkdir(exist_ok=True)
+        standby._chown(standby._socket_dir)
+        self.run_as([self._bin_dir / "pg_basebackup", "-D", standby._data_dir, "-h", self._socket_dir,
+                     "-p", str(self.port), "-U", self.user, "-R", "-X", "stream", "-c", "fast", "--no-sync"],
+                    timeout=300)
+        with open(standby._data_dir / "postgresql.auto.conf", "a", encoding="utf-8") as conf:
+            conf.write("\n# streaming standby\nport = %d\nunix_socket_directories = '%s'\narchive_mode = off\n"
+                       % (standby.port, standby._socket_dir))
+        standby.fresh = False
+        standby.start()
+        wait_until(lambda: standby.psql("SELECT pg_is_in_recovery() AND EXISTS "
+                                        "(SELECT 1 FROM pg_stat_wal_receiver WHERE status = 'streaming')") == "t",
+                   timeout, "standby %s streaming from port %d" % (name, self.port), interval=0.1, log=standby.log)
+        return standby
+
     def to_state(self):
         state = super().to_state()
         state.update(user=self.user, stanza=self.stanza, os_user=self.os_user, bin_dir=str(self._bin_dir),
