@@ -83,8 +83,9 @@ def _run(tmp_path, primary, standby, check=False, tasks_from="main", **role_vars
     play_vars.update(role_vars)
     play = [{"name": "data-center failover", "hosts": "localhost", "connection": "local", "gather_facts": False,
              "vars": play_vars,
-             "tasks": [{"name": "failover", "ansible.builtin.include_role": {"name": "failsafe.recovery.dr_datacenter_failover",
-                                                                              "tasks_from": tasks_from}}]}]
+             "tasks": [{"name": "failover",
+                        "ansible.builtin.include_role": {"name": "failsafe.recovery.dr_datacenter_failover",
+                                                         "tasks_from": tasks_from}}]}]
     path = tmp_path / ("%s.yml" % tasks_from)
     path.write_text(yaml.safe_dump(play))
     return run_playbook(path, inventory="localhost,", check=check)
