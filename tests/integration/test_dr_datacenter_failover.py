@@ -67,8 +67,9 @@ def _login(cluster):
     return dict(cluster.module_params)
 
 
-def _run(tmp_path, primary, standby, check=False, tasks_from="main", **role_vars):
-    play_vars = {
+def _site_vars(primary, standby):
+    """The pair's connections, paths and bounded waits for the role."""
+    return {
         "ansible_python_interpreter": str(ROOT / ".venv" / "bin" / "python"),
         "dr_datacenter_failover_primary_login": _login(primary),
         "dr_datacenter_failover_standby_login": _login(standby),
@@ -80,7 +81,10 @@ def _run(tmp_path, primary, standby, check=False, tasks_from="main", **role_vars
         "dr_datacenter_failover_promote_timeout": 60,
         "dr_datacenter_failover_catchup_timeout": 60,
     }
-    play_vars.update(role_vars)
+
+
+def _run(tmp_path, primary, standby, check=False, tasks_from="main", **role_vars):
+    play_vars = dict(_site_vars(primary, standby), **role_vars)
     play = [{"name": "data-center failover", "hosts": "localhost", "connection": "local", "gather_facts": False,
              "vars": play_vars,
              "tasks": [{"name": "failover",
@@ -93,25 +97,15 @@ def _run(tmp_path, primary, standby, check=False, tasks_from="main", **role_vars
 
 def _run_dr_playbook(tmp_path, primary, standby, **role_vars):
     """playbooks/dr_failover.yml, tier 2, with the incident around it (lock, journal, re-verify, report)."""
-    host_vars = {
+    host_vars = dict(_site_vars(primary, standby), **{
         "ansible_connection": "local",
-        "ansible_python_interpreter": str(ROOT / ".venv" / "bin" / "python"),
-        "dr_datacenter_failover_primary_login": _login(primary),
-        "dr_datacenter_failover_standby_login": _login(standby),
-        "dr_datacenter_failover_primary_data_dir": primary.data_dir,
-        "dr_datacenter_failover_standby_data_dir": standby.data_dir,
-        "dr_datacenter_failover_primary_server_log": str(pathlib.Path(primary.data_dir).parent / "restart.log"),
-        "dr_datacenter_failover_standby_server_log": str(pathlib.Path(standby.data_dir).parent / "restart.log"),
-        "dr_datacenter_failover_bin_dir": primary.bin_dir,
-        "dr_datacenter_failover_promote_timeout": 60,
-        "dr_datacenter_failover_catchup_timeout": 60,
         "dr_environment": "dr-" + uuid.uuid4().hex[:8],
         "incident_dir": str(tmp_path / "incidents"),
         "incident_service": "database",
         "incident_title": "site_a lost",
         # the monitoring's detection time: the report measures the RTO from it
         "incident_detected_at": datetime.datetime.now(datetime.timezone.utc).isoformat(),
-    }
+    })
     host_vars.update(role_vars)
     inventory = tmp_path / "inventory.yml"
     inventory.write_text(yaml.safe_dump({"all": {"hosts": {"localhost": host_vars}}}))
