@@ -130,6 +130,17 @@ def test_pitr_to_ledger_point(cluster, tmp_path):
     assert pathlib.Path(record["old_data_dir"], "PG_VERSION").is_file()
     assert cluster.psql("SELECT pg_is_in_recovery()") == "f"
 
+    # the rollback can be undone: the safety point is in the restored ledger (on the old timeline) and rolling
+    # forward to it brings the post-point writes back, on yet another timeline
+    kept = cluster.psql("SELECT status || ' ' || timeline FROM failsafe_recovery.restore_points WHERE name = '%s'"
+                        % safety["point"]["name"])
+    assert kept == "archived %d" % safety["point"]["timeline"]
+    forward = _playbook(tmp_path, cluster, rollback_database_target_name=safety["point"]["name"])
+    assert forward.rc == 0, forward.stdout[-3000:]
+    assert _rows(cluster, table) == "1:0,2:0,3:-1"
+    forward_record = _task(forward, "Record the result")["ansible_facts"]["rollback_database_result"]
+    assert int(forward_record["timeline_after"]) > new_timeline
+
 
 def test_failed_proof_puts_original_back(cluster, tmp_path):
     uid = uuid.uuid4().hex[:8]
