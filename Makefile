@@ -47,12 +47,10 @@ demo: setup
 build: setup
 	@.venv/bin/ansible-galaxy collection build --force --output-path .build/dist
 
-# Fold changelogs/fragments (and the modules, plugins and roles new since the last release) into
-# changelogs/changelog.yaml under galaxy.yml's version, then write CHANGELOG.rst. Run again while that
-# version is unreleased and it adds what is new to the same release.
+# Fold changelogs/fragments into changelogs/changelog.yaml under galaxy.yml's version and write
+# CHANGELOG.rst. Run again while that version is unreleased and it adds what is new to the same release.
 changelog: setup
-	@.venv/bin/antsibull-changelog lint
-	@.venv/bin/antsibull-changelog release --reload-plugins
+	@scripts/changelog.sh
 
 clean:
 	rm -rf .build .cache tests/output
