@@ -14,8 +14,7 @@ from sandbox import runner
 
 INVENTORY = runner.ROOT / "inventories" / "example_production"
 PLAYBOOKS = sorted((runner.ROOT / "playbooks").glob("*.yml"))
-ROLE_PREFIXES = ["rollback_feature_flag", "rollback_database", "rollback_config", "rollback_code", "deploy_snapshot",
-                 "traffic_shift", "backup_verify", "incident"]
+ROLE_PREFIXES = sorted((p.name for p in (runner.ROOT / "roles").iterdir() if p.is_dir()), key=len, reverse=True)
 
 
 def _cmd(*args):
@@ -125,3 +124,16 @@ def test_rollback_decision_runs_in_check_mode_against_it(inputs, level):
     chosen = [t["hosts"] for t in plays[0]["tasks"] if t["task"]["name"] == "Choose the level"][0]
     assert list(chosen) == ["app1.eu-central.example.com"]  # run_once: decided once for the whole play
     assert {int(r["ansible_facts"]["rollback_chosen_level"]) for r in chosen.values()} == {level}
+
+
+@pytest.mark.parametrize("tier, refused", [(2, False), (4, True)])
+def test_dr_tier_check_runs_in_check_mode_against_it(tier, refused):
+    args = ["ansible-playbook", "-i", str(INVENTORY), str(runner.ROOT / "playbooks" / "dr_failover.yml"), "--check",
+            "--tags", "decide", "-e", "dr_hosts=bastion", "-e", "dr_tier=%d" % tier]
+    proc = subprocess.run(args, cwd=str(runner.ROOT), capture_output=True, text=True, timeout=300, check=False,
+                          env=runner.ansible_env({"ANSIBLE_STDOUT_CALLBACK": "ansible.builtin.json"}))
+    plays = json.loads(proc.stdout)["plays"]
+    checked = [t["hosts"] for t in plays[0]["tasks"] if t["task"]["name"] == "Check the tier"][0]
+    assert list(checked) == ["bastion.ops.example.com"]
+    assert (proc.returncode != 0) is refused, proc.stdout[-3000:]
+    assert bool(checked["bastion.ops.example.com"].get("failed")) is refused
