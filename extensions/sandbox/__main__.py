@@ -1,10 +1,12 @@
-"""Local sandbox: ``python -m sandbox up|down|status|demo`` (run from the checkout with PYTHONPATH=extensions).
+"""Local sandbox: ``python -m sandbox up|down|status|restart|demo`` (run from the checkout with PYTHONPATH=extensions).
 
 ``up`` starts every service of the test harness on the fixed ports declared in
 inventories/sandbox/group_vars/all.yml, lays out the demo app releases (v1 good, v2 bad)
 and records PIDs, ports and paths in .cache/sandbox/state.json. ``down`` stops exactly
 those PIDs and removes the state file (data stays for the next ``up``; ``down --purge``
-removes it too). ``status`` says whether each recorded service answers.
+removes it too). ``status`` says whether each recorded service answers (``status blue`` only that
+one: exit 0 when it runs and answers). ``restart blue`` (or green) stops the demo app, if it still
+runs, and starts it again on its port with its release's config file, recording the new PID.
 """
 
 import argparse
@@ -160,19 +162,52 @@ def cmd_down(args):
     return 0
 
 
-def cmd_status(_args):
+def cmd_status(args):
     state = load_state()
     if not state:
         print("sandbox is not up (no %s)" % STATE_FILE.relative_to(ROOT))
         return 1
+    names = getattr(args, "names", None) or []
+    unknown = [name for name in names if name not in state["services"]]
+    if unknown:
+        print("sandbox: no service %s (known: %s)" % (", ".join(unknown), ", ".join(state["services"])),
+              file=sys.stderr)
+        return 2
     ok = True
     print("sandbox started %s" % state["started"])
     for name, svc in attached(state):
+        if names and name not in names:
+            continue
         answers = svc.answers()
         ok = ok and answers
         pid = svc.running_pid()
+        ok = ok and (pid is not None or not names)
         print("  %-10s %-8s pid %-8s %s" % (name, "answers" if answers else "DOWN", pid or "-", svc.url))
     return 0 if ok else 1
+
+
+RESTARTABLE = ("blue", "green")
+
+
+def cmd_restart(args):
+    """Restart one demo app (stopped or killed): same port, same release and config file; new PID recorded."""
+    state = load_state()
+    if not state or args.name not in state["services"]:
+        print("sandbox: %s is not recorded (is the sandbox up? make sandbox-up)" % args.name, file=sys.stderr)
+        return 1
+    svc = services.from_state(state["services"][args.name])
+    was = svc.running_pid()
+    try:
+        svc.restart()
+    except (services.ServiceError, OSError) as exc:
+        print("sandbox: %s failed to restart: %s" % (args.name, exc), file=sys.stderr)
+        return 1
+    state["services"][args.name] = svc.to_state()
+    tmp = STATE_FILE.with_suffix(".tmp")
+    tmp.write_text(json.dumps(state, indent=2, sort_keys=True) + "\n")
+    os.replace(tmp, STATE_FILE)
+    print("restarted %s (pid %s, was %s)  %s" % (args.name, svc.running_pid(), was or "not running", svc.url))
+    return 0
 
 
 def cmd_demo(args):
@@ -231,10 +266,14 @@ def main(argv=None):
     sub.add_parser("up", help="start every sandbox service on its fixed port")
     down = sub.add_parser("down", help="stop exactly the recorded processes and remove the state file")
     down.add_argument("--purge", action="store_true", help="also remove .cache/sandbox (data, logs, releases)")
-    sub.add_parser("status", help="show each recorded service and whether it answers")
+    status = sub.add_parser("status", help="show each recorded service and whether it answers")
+    status.add_argument("names", nargs="*", help="only these services (exit 0 when each runs and answers)")
+    restart = sub.add_parser("restart", help="restart a demo app (also after it was killed); records the new PID")
+    restart.add_argument("name", choices=RESTARTABLE)
     sub.add_parser("demo", help="bring the sandbox up and run the rollback drill end to end (playbooks/drill.yml)")
     args = parser.parse_args(argv)
-    return {"up": cmd_up, "down": cmd_down, "status": cmd_status, "demo": cmd_demo}[args.command](args)
+    return {"up": cmd_up, "down": cmd_down, "status": cmd_status, "restart": cmd_restart,
+            "demo": cmd_demo}[args.command](args)
 
 
 if __name__ == "__main__":

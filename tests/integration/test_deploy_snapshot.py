@@ -5,6 +5,7 @@ demo app, the index, pruning to deploy_snapshot_keep, check mode and the preflig
 
 import hashlib
 import json
+import uuid
 
 import pytest
 import yaml
@@ -126,3 +127,72 @@ def test_missing_file_on_one_host_refuses_the_record(site):
     assert not (site["records"] / "index.json").exists()
     assert not site["records"].exists() or not any(p.is_dir() for p in site["records"].iterdir()), \
         "the incomplete snapshot directory must be removed"
+
+
+def s3_objects(s3, bucket):
+    """{key: (ETag, LastModified)} of every object in the bucket."""
+    return {o["Key"]: (o["ETag"], o["LastModified"]) for o in s3.list_objects_v2(Bucket=bucket).get("Contents", [])}
+
+
+def test_records_copied_to_s3_and_pruned(site, moto):
+    s3 = moto.client("s3")
+    bucket = "deploy-records-" + uuid.uuid4().hex[:12]
+    s3.create_bucket(Bucket=bucket)
+    s3_settings = dict(moto.aws_params, bucket=bucket, prefix="prod/deployments")
+    prefix = "prod/deployments/"
+
+    # check mode: no local record, nothing uploaded
+    res = pre_deploy(site, "s0", check=True, deploy_snapshot_keep=1, deploy_snapshot_s3=s3_settings)
+    assert res.rc == 0, res.stdout[-3000:]
+    assert s3_objects(s3, bucket) == {}
+
+    ids = []
+    for release in ("s1", "s2"):
+        res = pre_deploy(site, release, deploy_snapshot_keep=1, deploy_snapshot_s3=s3_settings)
+        assert res.rc == 0, res.stdout[-3000:]
+        ids.append(task(res, "Publish the deployment record")["ansible_facts"]["deploy_snapshot_record_id"])
+        assert task(res, "S3 | upload the record")["changed"] is True
+        assert task(res, "S3 | upload the index")["changed"] is True
+    assert task(res, "S3 | remove the records the local index no longer holds (beyond deploy_snapshot_keep)")[
+        "changed"] is True
+
+    # keep=1: the bucket holds exactly the newest record and the index, each the local file byte for byte, AES256
+    objects = s3_objects(s3, bucket)
+    record_key = prefix + ids[1] + "/record.json"
+    assert sorted(objects) == sorted([prefix + "index.json", record_key])
+    for key, local in ((record_key, site["records"] / ids[1] / "record.json"),
+                       (prefix + "index.json", site["records"] / "index.json")):
+        assert s3.get_object(Bucket=bucket, Key=key)["Body"].read() == local.read_bytes()
+        assert s3.head_object(Bucket=bucket, Key=key)["ServerSideEncryption"] == "AES256"
+    assert not (site["records"] / ids[0]).exists()
+
+    # the same record again (the s3 entry point, as after a failed upload): nothing uploaded, nothing changed
+    playbook = site["inv"].parent / "s3_again.yml"
+    playbook.write_text(yaml.safe_dump([{
+        "name": "Upload the record again", "hosts": "app", "gather_facts": False,
+        "tasks": [{"name": "Upload", "ansible.builtin.include_role": {
+            "name": "failsafe.recovery.deploy_snapshot", "tasks_from": "s3"}}]}]))
+    again = runner.run_playbook(playbook, inventory=site["inv"], extra_vars={
+        "deploy_snapshot_records_dir": str(site["records"]), "deploy_snapshot_s3": s3_settings})
+    assert again.rc == 0, again.stdout[-3000:]
+    assert task(again, "S3 | upload the record")["changed"] is False
+    assert task(again, "S3 | upload the index")["changed"] is False
+    assert again.stats["app1"]["changed"] == 0
+    assert s3_objects(s3, bucket) == objects
+
+    # check mode of the next deploy uploads and deletes nothing
+    res = pre_deploy(site, "s3", check=True, deploy_snapshot_keep=1, deploy_snapshot_s3=s3_settings)
+    assert res.rc == 0, res.stdout[-3000:]
+    assert s3_objects(s3, bucket) == objects
+
+    # a failed upload (no such bucket) fails naming the object, after the local record is written
+    res = pre_deploy(site, "s4", deploy_snapshot_keep=1, deploy_snapshot_s3=dict(s3_settings, bucket=bucket + "-gone"))
+    assert res.rc != 0
+    index = json.loads((site["records"] / "index.json").read_text())
+    assert [e["release"] for e in index] == ["s4"]
+    new_id = index[0]["deployment_id"]
+    assert (site["records"] / new_id / "record.json").is_file(), "the local record must survive a failed upload"
+    msg = task(res, "S3 | fail naming the object and the fix")["msg"]
+    assert "s3://%s-gone/%s%s/record.json" % (bucket, prefix, new_id) in msg
+    assert "source of truth" in msg and "tasks_from s3" in msg
+    assert s3_objects(s3, bucket) == objects

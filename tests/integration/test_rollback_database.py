@@ -393,3 +393,77 @@ def test_migrations_rescue_then_rollback(cluster, tmp_path):
     assert _databases(cluster, db) == sorted([db, safety])
     assert cluster.psql("SELECT max(version) FROM schema_migrations", db=safety) == "2"
     assert sorted(record["amcheck"][db]) == ["accounts_pkey", "schema_migrations_pkey"]
+
+
+# ----------------------------------------------------------------------------- pitr to a time
+
+def _timeline(cluster):
+    return int(cluster.psql("SELECT substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8)"), 16)
+
+
+def test_pitr_to_time(cluster, tmp_path):
+    uid = uuid.uuid4().hex[:8]
+    table = "accounts_" + uid
+    cluster.psql("CREATE TABLE %s (id int PRIMARY KEY, balance int); INSERT INTO %s VALUES (1, 100), (2, 200)"
+                 % (table, table))
+    time.sleep(1)  # the server clock separates the good rows, the target and the bad writes
+    target = cluster.psql("SELECT now()")
+    time.sleep(1)
+    cluster.psql("UPDATE %s SET balance = 0; INSERT INTO %s VALUES (3, -1)" % (table, table))
+    after_bad = cluster.psql("SELECT now()")
+    cluster.switch_wal_and_wait()
+    timeline = _timeline(cluster)
+    result = _playbook(tmp_path, cluster, rollback_database_target_time=target,
+                       rollback_database_assertions=[{"name": "balances back", "sql": "SELECT sum(balance) FROM %s" % table,
+                                                      "expect": "300"}])
+    assert result.rc == 0, result.stdout[-3000:]
+    assert not _task(result, "Preflight | the pgBackRest repository verified clean").get("failed")
+    record = _task(result, "Record the result")["ansible_facts"]["rollback_database_result"]
+    assert record["target"] == target and record["target_lsn"] is None
+    assert cluster.psql("SELECT '%s'::timestamptz = '%s'::timestamptz" % (record["target_time"], target)) == "t"
+    assert _rows(cluster, table) == "1:100,2:200"
+    new_timeline = _timeline(cluster)
+    assert new_timeline > timeline and new_timeline == int(record["timeline_after"])
+    # recovery stopped before the first commit past the target: the bad UPDATE, committed between the two clock reads
+    reason = pathlib.Path(cluster.data_dir, "pg_wal", "%08X.history" % new_timeline).read_text().strip() \
+        .splitlines()[-1].split("\t")[2]
+    assert reason.startswith("before "), reason
+    stop = reason[len("before "):]
+    assert cluster.psql("SELECT '%s'::timestamptz > '%s'::timestamptz AND '%s'::timestamptz <= '%s'::timestamptz"
+                        % (stop, target, stop, after_bad)) == "t"
+    # the safety point is in the restored ledger (created there: the target predates the ledger on a fresh cluster)
+    safety = _task(result, "Create the safety restore point")["point"]
+    assert cluster.psql("SELECT status || ' ' || timeline FROM failsafe_recovery.restore_points WHERE name = '%s'"
+                        % safety["name"]) == "archived %d" % safety["timeline"]
+    assert cluster.psql("SELECT pg_is_in_recovery()") == "f"
+
+
+def test_pitr_bad_time_refused_nothing_changed(cluster, tmp_path):
+    before_dirs = _aside_dirs(cluster)
+    sysid = cluster.psql("SELECT system_identifier FROM pg_control_system()")
+    safety_before = _safety_points(cluster)
+    timeline = _timeline(cluster)
+    refusals = [
+        # not the shape of a time with a zone (and an injection attempt): refused before it reaches the server
+        ("2026-11-23 01:05:09'; DROP TABLE x; --", "Preflight | check the pitr target", "got rollback_database_target_time"),
+        # the right shape but no such day: the server refuses to read it
+        ("2026-02-30 01:05:09+00", "Preflight | the target time is a valid timestamp", "out of range"),
+        # a time the server clock has not reached
+        ("2999-01-01 00:00:00+00", "Preflight | the cluster, the backup, the WAL archive and the disk allow the rollback",
+         "the target time lies in the future of the server clock"),
+    ]
+    for value, task, reason in refusals:
+        result = _playbook(tmp_path, cluster, rollback_database_target_time=value)
+        assert result.rc != 0, value
+        refusal = _task(result, task)
+        assert refusal["failed"] and reason in refusal["msg"], refusal["msg"]
+        assert "nothing was changed" in refusal["msg"].lower()
+        if task != "Preflight | the cluster, the backup, the WAL archive and the disk allow the rollback":
+            assert "rollback_database_target_time" in refusal["msg"] and "2026-11-23 01:05:09+00" in refusal["msg"]
+        else:
+            assert "2999-01-01 00:00:00.000000+00" in refusal["msg"]
+        assert "Stop PostgreSQL" not in _tasks(result) and "Create the safety restore point" not in _tasks(result)
+    assert _aside_dirs(cluster) == before_dirs
+    assert cluster.psql("SELECT system_identifier FROM pg_control_system()") == sysid
+    assert cluster.psql("SELECT pg_is_in_recovery()") == "f" and _timeline(cluster) == timeline
+    assert _safety_points(cluster) == safety_before
