@@ -112,3 +112,66 @@ def test_missed_objective_fails_the_drill_and_still_cleans_up(sandbox):
     status, body = _front(sandbox)
     assert status == 200 and body["version"] == "v1"
     assert not (DRILLS / "incidents" / "sandbox.lock").exists()
+
+
+def _blue_pid():
+    return int((STATE / "blue" / "demoapp.pid").read_text().strip())
+
+
+def _cmdline(pid):
+    try:
+        return (pathlib.Path("/proc/%d/cmdline" % pid).read_bytes().replace(b"\0", b" ").decode())
+    except OSError:
+        return ""
+
+
+def test_drill_broken_config_and_killed_service_recovered(sandbox):
+    config = STATE / "app" / "releases" / "v1" / "release.json"
+    good_config = config.read_bytes()
+    old_pid = _blue_pid()
+    assert "demoapp" in _cmdline(old_pid)
+    blue_url = sandbox["services"]["blue"]["url"]
+
+    result = run_playbook(ROOT / "playbooks" / "drill.yml", inventory=ROOT / "inventories" / "sandbox",
+                          extra_vars={"drill_faults": ["broken_config", "killed_service"]}, env=ENV, timeout=600)
+    assert result.rc == 0, result.stdout[-4000:]
+
+    # the faults were real: the broken configuration was written, the app restarted with it, then killed
+    assert result.result("Inject | write the broken configuration")["changed"] is True
+    assert result.result("Inject | restart the app with the broken configuration")["rc"] == 0
+    assert result.result("Inject | kill the app process")["rc"] == 0
+    # and recovered by DR tier 1 (restart command) and level 2 (the recorded file back)
+    restarted = result.result("Restart | run the restart command of the services found failed or unhealthy")
+    assert [r["item"]["name"] for r in restarted["results"]] == ["blue"]
+    assert result.result("Restore the recorded configuration files")["changed"] is True
+
+    # the good configuration is back byte for byte; no safety copy of the broken one is left behind
+    assert config.read_bytes() == good_config
+    assert list(config.parent.glob("release.json.*~")) == []
+    # a new process serves blue, started with the good configuration; the old one is gone
+    new_pid = _blue_pid()
+    assert new_pid != old_pid
+    assert "demoapp" in _cmdline(new_pid) and str(config) in _cmdline(new_pid)
+    assert "demoapp" not in _cmdline(old_pid)
+    assert json.loads((STATE / "state.json").read_text())["services"]["blue"]["pid"] == new_pid
+    status, body = services.http_get(blue_url + "/health", timeout=5)
+    assert status == 200 and json.loads(body)["status"] == "ok"
+    fault = json.loads(services.http_get(blue_url + "/admin/fault", timeout=5)[1])
+    assert fault["faults"]["error_rate"] == 0 and fault["faults"]["fail_health"] is False
+    for dummy in range(10):
+        status, body = _front(sandbox)
+        assert status == 200 and body["version"] == "v1" and body["pid"] == new_pid
+
+    # the report: level 2 (the highest of the faults), restored, every measured objective met
+    report_md = _newest("incidents/reports/*.md")
+    report = json.loads(report_md.with_suffix(".json").read_text())
+    assert report["outcome"] == "restored" and report["objectives_met"] is True
+    assert str(report["level"]) == "2"
+    statuses = {item["name"]: item["status"] for item in report["objectives"]}
+    assert statuses["recovery_time"] == "pass" and statuses["time_to_rollback"] == "pass"
+    assert statuses["data_loss_window"] == "not measured"
+    events = _event_epochs(pathlib.Path(report["journal"]["path"]))
+    measures = report["measures"]
+    assert measures["recovery_time"] == pytest.approx(events["verified"] - events["began"], abs=0.01)
+    assert measures["time_to_rollback"] == pytest.approx(events["restored"] - events["started"], abs=0.01)
+    assert "broken configuration" in report_md.read_text() and "killed" in report_md.read_text()
