@@ -532,26 +532,35 @@ class PostgresCluster(Service):
         Returns a started PostgresCluster for the copy (stop() it when done). The fixture
         cluster itself is untouched.
         """
-        copy = PostgresCluster(self.base_dir, port=port, password=self.password, stanza=self.stanza,
-                               os_user=self.os_user, bin_dir=self._bin_dir, name=name)
-        copy.die_with_parent = self.die_with_parent
-        copy.dir.mkdir(parents=True, exist_ok=True)
-        os.chmod(copy.dir, 0o755)
-        copy._chown(copy.dir)
-        copy._socket_dir.mkdir(exist_ok=True)
-        copy._chown(copy._socket_dir)
+        copy = self._sibling(name, port)
         copy._data_dir.mkdir(mode=0o700)
         copy._chown(copy._data_dir)
         args = ["--pg1-path=%s" % copy._data_dir]
         if target is not None:
             args += ["--type=%s" % target_type, "--target=%s" % target, "--target-action=promote"]
         self.pgbackrest(*(args + list(extra_args) + ["restore"]))
-        with open(copy._data_dir / "postgresql.auto.conf", "a", encoding="utf-8") as conf:
-            conf.write("\n# restored copy\nport = %d\nunix_socket_directories = '%s'\narchive_mode = off\n"
-                       % (copy.port, copy._socket_dir))
-        copy.fresh = False
-        copy.start()
+        copy._start_as_sibling("restored copy")
         return copy
+
+    def _sibling(self, name, port):
+        """A cluster of the same owner, binaries and stanza in a new directory (no data directory yet)."""
+        sibling = PostgresCluster(self.base_dir, port=port, password=self.password, stanza=self.stanza,
+                                  os_user=self.os_user, bin_dir=self._bin_dir, name=name)
+        sibling.die_with_parent = self.die_with_parent
+        sibling.dir.mkdir(parents=True, exist_ok=True)
+        os.chmod(sibling.dir, 0o755)
+        sibling._chown(sibling.dir)
+        sibling._socket_dir.mkdir(exist_ok=True)
+        sibling._chown(sibling._socket_dir)
+        return sibling
+
+    def _start_as_sibling(self, what):
+        """Give a copied data directory its own port and socket, no archiving into the stanza, and start it."""
+        with open(self._data_dir / "postgresql.auto.conf", "a", encoding="utf-8") as conf:
+            conf.write("\n# %s\nport = %d\nunix_socket_directories = '%s'\narchive_mode = off\n"
+                       % (what, self.port, self._socket_dir))
+        self.fresh = False
+        self.start()
 
     def make_standby(self, name, port=None, timeout=60):
         """A streaming-replication standby of this (running) cluster, in a NEW data dir, started.
@@ -563,22 +572,11 @@ class PostgresCluster(Service):
         Returns a started PostgresCluster in recovery (stop() it when done); waits until it streams.
         This cluster is not changed (apart from the replication connection it serves).
         """
-        standby = PostgresCluster(self.base_dir, port=port, password=self.password, stanza=self.stanza,
-                                  os_user=self.os_user, bin_dir=self._bin_dir, name=name)
-        standby.die_with_parent = self.die_with_parent
-        standby.dir.mkdir(parents=True, exist_ok=True)
-        os.chmod(standby.dir, 0o755)
-        standby._chown(standby.dir)
-        standby._socket_dir.mkdir(exist_ok=True)
-        standby._chown(standby._socket_dir)
+        standby = self._sibling(name, port)
         self.run_as([self._bin_dir / "pg_basebackup", "-D", standby._data_dir, "-h", self._socket_dir,
                      "-p", str(self.port), "-U", self.user, "-R", "-X", "stream", "-c", "fast", "--no-sync"],
                     timeout=300)
-        with open(standby._data_dir / "postgresql.auto.conf", "a", encoding="utf-8") as conf:
-            conf.write("\n# streaming standby\nport = %d\nunix_socket_directories = '%s'\narchive_mode = off\n"
-                       % (standby.port, standby._socket_dir))
-        standby.fresh = False
-        standby.start()
+        standby._start_as_sibling("streaming standby")
         wait_until(lambda: standby.psql("SELECT pg_is_in_recovery() AND EXISTS "
                                         "(SELECT 1 FROM pg_stat_wal_receiver WHERE status = 'streaming')") == "t",
                    timeout, "standby %s streaming from port %d" % (name, self.port), interval=0.1, log=standby.log)
