@@ -39,14 +39,11 @@ rehearsal ran at the same time), whole bench 2 min 2 s:
 """
 
 import datetime
-import hashlib
-import io
 import os
 import pathlib
 import shutil
 import subprocess
 import sys
-import tarfile
 import tempfile
 import threading
 import time
@@ -62,7 +59,7 @@ import psycopg  # noqa: E402  pylint: disable=wrong-import-position
 import yaml  # noqa: E402  pylint: disable=wrong-import-position
 
 from figures import figure  # noqa: E402  pylint: disable=wrong-import-position
-from sandbox import services  # noqa: E402  pylint: disable=wrong-import-position
+from sandbox import archives, services  # noqa: E402  pylint: disable=wrong-import-position
 from sandbox.runner import run_playbook  # noqa: E402  pylint: disable=wrong-import-position
 
 BENCH = "dr_tiers"
@@ -163,14 +160,19 @@ def run_failover(base, primary, standby, **role_vars):
              "vars": play_vars,
              "tasks": [{"name": "failover",
                         "ansible.builtin.include_role": {"name": "failsafe.recovery.dr_datacenter_failover"}}]}]
-    path = base / ("failover-%s.yml" % uuid.uuid4().hex[:6])
+    seconds, res = timed_play(base / ("failover-%s.yml" % uuid.uuid4().hex[:6]), play, "dr_datacenter_failover", 600)
+    return seconds, res.result("Record the result")["ansible_facts"]["dr_datacenter_failover_result"]
+
+
+def timed_play(path, play, what, timeout):
+    """Write ``play`` to ``path``, run it and return (wall seconds, result); a failed run stops the bench."""
     path.write_text(yaml.safe_dump(play))
     start = time.monotonic()
-    res = run_playbook(path, inventory="localhost,", timeout=600)
+    res = run_playbook(path, inventory="localhost,", timeout=timeout)
     seconds = time.monotonic() - start
     if res.rc != 0:
-        raise SystemExit("dr_datacenter_failover failed (rc=%s):\n%s" % (res.rc, res.stdout[-4000:]))
-    return seconds, res.result("Record the result")["ansible_facts"]["dr_datacenter_failover_result"]
+        raise SystemExit("%s failed (rc=%s):\n%s" % (what, res.rc, res.stdout[-4000:]))
+    return seconds, res
 
 
 def loss(writer, new_primary):
@@ -248,20 +250,6 @@ def record_start(record):
 
 # --------------------------------------------------------------------------- tier 3
 
-def tar_gz(tree):
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
-        for path in sorted(p for p in tree.rglob("*") if p.is_file()):
-            tar.add(str(path), arcname=str(path.relative_to(tree)))
-    return buf.getvalue()
-
-
-def put(s3, bucket, key, body):
-    s3.put_object(Bucket=bucket, Key=key, Body=body, ChecksumAlgorithm="SHA256")
-    s3.put_object(Bucket=bucket, Key=key + ".sha256",
-                  Body=("%s  %s\n" % (hashlib.sha256(body).hexdigest(), key.rsplit("/", 1)[-1])).encode())
-
-
 def tier3_rebuild(base, moto):
     site = base / "t3"
     site.mkdir()
@@ -295,9 +283,11 @@ def tier3_rebuild(base, moto):
         s3 = moto.client("s3")
         s3.create_bucket(Bucket=bucket)
         dump_key = "db/shop-%s.dump" % when.strftime("%Y%m%dT%H%M%SZ")
-        put(s3, bucket, dump_key, dump.read_bytes())
-        put(s3, bucket, "artifacts/shop/v1.tar.gz", tar_gz(deploy_to / "releases" / "v1"))
-        put(s3, bucket, "config/shop-%s.tar.gz" % when.strftime("%Y%m%dT%H%M%SZ"), tar_gz(config_dir))
+        archives.put_with_sidecar(s3, bucket, dump_key, dump.read_bytes())
+        release = archives.tar_gz(archives.tree(deploy_to / "releases" / "v1"))
+        archives.put_with_sidecar(s3, bucket, "artifacts/shop/v1.tar.gz", release)
+        config = archives.tar_gz(archives.tree(config_dir))
+        archives.put_with_sidecar(s3, bucket, "config/shop-%s.tar.gz" % when.strftime("%Y%m%dT%H%M%SZ"), config)
         figure(BENCH, "T3 setup: seed %d rows, dump, upload" % ROWS, round(time.monotonic() - start, 2), "s")
         figure(BENCH, "T3 dump size", round(dump.stat().st_size / 1e6, 2), "MB")
 
@@ -340,13 +330,7 @@ def tier3_rebuild(base, moto):
                      "vars": role_vars}],
                      "always": [{"name": "show the result", "ansible.builtin.debug": {
                          "msg": "{{ dr_complete_rebuild_result | default(none) }}"}}]}]}]
-        path = site / "rebuild.yml"
-        path.write_text(yaml.safe_dump(play))
-        start = time.monotonic()
-        res = run_playbook(path, inventory="localhost,", timeout=900)
-        seconds = time.monotonic() - start
-        if res.rc != 0:
-            raise SystemExit("dr_complete_rebuild failed (rc=%s):\n%s" % (res.rc, res.stdout[-4000:]))
+        seconds, res = timed_play(site / "rebuild.yml", play, "dr_complete_rebuild", 900)
         result = res.result("show the result")["msg"]
         if cluster.psql(digest_sql, db=db) != digest:
             raise SystemExit("the rebuilt database differs from the dumped one")

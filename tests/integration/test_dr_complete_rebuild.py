@@ -10,8 +10,6 @@ its sidecar was written): refused in the verify step, nothing restored.
 """
 
 import datetime
-import hashlib
-import io
 import json
 import os
 import pathlib
@@ -19,12 +17,11 @@ import random
 import shutil
 import subprocess
 import sys
-import tarfile
 
 import pytest
 import yaml
 
-from sandbox import services
+from sandbox import archives, services
 from sandbox.runner import ROOT, run_playbook
 
 PY = str(ROOT / ".venv" / "bin" / "python")
@@ -33,31 +30,6 @@ CONFIG_FILES = {
     "features/flags.json": b'{"checkout_v2": false, "search": true}\n',
     "secrets/README": b"mounted from the vault at start\n",
 }
-
-
-def _tar_gz(files):
-    """A .tar.gz of {relative path: bytes} (entries relative to the archive root)."""
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
-        for name, body in sorted(files.items()):
-            info = tarfile.TarInfo(name)
-            info.size = len(body)
-            info.mode = 0o644
-            info.mtime = 1_700_000_000
-            tar.addfile(info, io.BytesIO(body))
-    return buf.getvalue()
-
-
-def _tree(path):
-    """{relative path: bytes} of every file under ``path``."""
-    path = pathlib.Path(path)
-    return {str(p.relative_to(path)): p.read_bytes() for p in sorted(path.rglob("*")) if p.is_file()}
-
-
-def _put(s3, bucket, key, body):
-    s3.put_object(Bucket=bucket, Key=key, Body=body, ChecksumAlgorithm="SHA256")
-    s3.put_object(Bucket=bucket, Key=key + ".sha256",
-                  Body=("%s  %s\n" % (hashlib.sha256(body).hexdigest(), key.rsplit("/", 1)[-1])).encode())
 
 
 class Site:
@@ -96,7 +68,7 @@ class Site:
                         "-f", str(dump), self.db], env=dict(os.environ, PGPASSWORD=pg.password), check=True, timeout=60)
 
         services.layout_releases(self.deploy_to)  # releases/v1 (good), releases/v2 (bad), current -> v1
-        release_tree = _tree(self.deploy_to / "releases" / "v1")
+        release_tree = archives.tree(self.deploy_to / "releases" / "v1")
         self.config_dir.mkdir(parents=True)
         for name, body in CONFIG_FILES.items():
             (self.config_dir / name).parent.mkdir(parents=True, exist_ok=True)
@@ -104,9 +76,9 @@ class Site:
 
         s3 = self.moto.client("s3")
         s3.create_bucket(Bucket=self.bucket)
-        _put(s3, self.bucket, self.dump_key, dump.read_bytes())
-        _put(s3, self.bucket, self.release_key, _tar_gz(release_tree))
-        _put(s3, self.bucket, self.config_key, _tar_gz(_tree(self.config_dir)))
+        archives.put_with_sidecar(s3, self.bucket, self.dump_key, dump.read_bytes())
+        archives.put_with_sidecar(s3, self.bucket, self.release_key, archives.tar_gz(release_tree))
+        archives.put_with_sidecar(s3, self.bucket, self.config_key, archives.tar_gz(archives.tree(self.config_dir)))
         return release_tree
 
     def start_old_site(self):
@@ -217,11 +189,11 @@ def test_rebuild_from_offsite_backups_restores_data_code_config_and_traffic(site
     assert site.table_digest() == rows_before
     # code: release v1 unpacked from the artifact store, current points at it, the app serves it
     assert os.readlink(site.deploy_to / "current") == "releases/v1"
-    assert _tree(site.deploy_to / "releases" / "v1") == release_tree
+    assert archives.tree(site.deploy_to / "releases" / "v1") == release_tree
     status, body = site.app.get_json("/health")
     assert (status, body["version"]) == (200, "v1")
     # configuration byte for byte
-    assert _tree(site.config_dir) == CONFIG_FILES
+    assert archives.tree(site.config_dir) == CONFIG_FILES
     # traffic: HAProxy now routes to the rebuilt backend, which answers v1
     assert site.proxy.current_backend() == "be_green"
     status, body = services.http_get(site.proxy.url + "/health")

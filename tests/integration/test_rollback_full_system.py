@@ -11,17 +11,15 @@ was rolled back (its check against the manifest fails) puts the live files back 
 
 import datetime
 import hashlib
-import io
 import json
 import os
 import pathlib
-import tarfile
 import uuid
 
 import pytest
 import yaml
 
-from sandbox import runner, services
+from sandbox import archives, runner, services
 
 PY = str(runner.ROOT / ".venv" / "bin" / "python")
 PRE_DEPLOY = runner.ROOT / "playbooks" / "pre_deploy.yml"
@@ -42,27 +40,9 @@ def cluster(services_dir):
         pg.stop()
 
 
-def _tree(path):
-    """{relative path: bytes} of every file under ``path``."""
-    path = pathlib.Path(path)
-    return {str(p.relative_to(path)): p.read_bytes() for p in sorted(path.rglob("*")) if p.is_file()}
-
-
 def _manifest(files):
     """MANIFEST.sha256 (sha256sum format) of ``files``."""
     return "".join("%s  %s\n" % (hashlib.sha256(body).hexdigest(), name) for name, body in sorted(files.items())).encode()
-
-
-def _tar_gz(files):
-    """A tar.gz of ``files`` (file members only, as bytes)."""
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
-        for name, body in sorted(files.items()):
-            info = tarfile.TarInfo(name)
-            info.size = len(body)
-            info.mode = 0o644
-            tar.addfile(info, io.BytesIO(body))
-    return buf.getvalue()
 
 
 class Site:
@@ -99,7 +79,7 @@ class Site:
         self.cluster.psql("CREATE TABLE %s (id int PRIMARY KEY, amount int); INSERT INTO %s VALUES (1, 100), (2, 200)"
                           % (self.table, self.table))
         # the nightly files backup: tar.gz with an S3 SHA256 checksum and a sha256sum sidecar
-        archive = _tar_gz(_tree(self.files))
+        archive = archives.tar_gz(archives.tree(self.files))
         taken = datetime.datetime.now(datetime.timezone.utc) - datetime.timedelta(minutes=5)
         self.key = "files/uploads-%s.tar.gz" % taken.strftime("%Y%m%dT%H%M%SZ")
         self.s3.create_bucket(Bucket=self.bucket)
@@ -149,7 +129,7 @@ class Site:
 
     def snapshot(self):
         return {"link": os.readlink(self.root / "current"), "config": self.config.read_bytes(),
-                "rows": self.rows(), "files": _tree(self.files)}
+                "rows": self.rows(), "files": archives.tree(self.files)}
 
     def aside(self):
         """Directories beside the files directory and the data directory (safety copies, failed restores)."""
@@ -247,7 +227,7 @@ def test_all_four_rolled_back_in_order(site):
     files_copy = [name for name in new if name.startswith("uploads.pre_rollback_")]
     data_copy = [name for name in new if ".pre_rollback_" in name and not name.startswith("uploads.")]
     assert len(files_copy) == 1 and len(data_copy) == 1 and len(new) == 2, new
-    assert _tree(site.files.parent / files_copy[0]) == site.bad["files"]
+    assert archives.tree(site.files.parent / files_copy[0]) == site.bad["files"]
     result = task(res, "Publish what the full system rollback did")["ansible_facts"]["rollback_full_system_result"]
     assert result["database"]["old_data_dir"] == str(pathlib.Path(site.cluster.data_dir).parent / data_copy[0])
     assert pathlib.Path(result["database"]["old_data_dir"], "PG_VERSION").is_file()
@@ -327,7 +307,7 @@ def test_failed_files_restore_puts_files_back_after_database(site):
     new = sorted(set(site.aside()) - set(aside_before))
     assert not [name for name in new if name.startswith("uploads.pre_rollback_")], new
     failed_copy = [name for name in new if name.startswith("uploads.failed_rollback_")]
-    assert len(failed_copy) == 1 and _tree(site.files.parent / failed_copy[0]) == site.good["files"], new
+    assert len(failed_copy) == 1 and archives.tree(site.files.parent / failed_copy[0]) == site.good["files"], new
     result = task(res, "Publish what the full system rollback did")["ansible_facts"]["rollback_full_system_result"]
     assert result["done"] == ["database"] and result["failed_component"] == "files"
     assert result["failed_task"].endswith("Files | check the restored files against the manifest of the backup")
