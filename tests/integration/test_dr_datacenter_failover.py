@@ -152,7 +152,8 @@ def _make_tables(primary, uid, rows=50):
 
 
 def _wait_replayed(primary, standby):
-    lsn = primary.psql("SELECT pg_current_wal_lsn()")
+    # the insert position: with synchronous_commit=off the write position can lag behind a commit
+    lsn = primary.psql("SELECT pg_current_wal_insert_lsn()")
     services.wait_until(lambda: standby.psql("SELECT pg_last_wal_replay_lsn() >= '%s'" % lsn) == "t", 30,
                         "standby replay of %s" % lsn, interval=0.1)
 
