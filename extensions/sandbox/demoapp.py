@@ -13,6 +13,10 @@ Endpoints:
   GET  /metrics       Prometheus text: demoapp_requests_total{status}, the
                       demoapp_request_duration_seconds histogram (application requests only,
                       i.e. not /health, /metrics or /admin), demoapp_info{version} 1.
+  GET  /flags         {"flags": {key: {"value", "variant", "reason"}}, "version"}: how this app
+                      evaluates every flag of the ``--flags`` file (a flagd flag file), without an
+                      evaluation context: reason STATIC (the default variant's value), DISABLED or
+                      TARGETING_MATCH_UNKNOWN (value null), as a flagd provider would answer.
   GET  /admin/fault   the faults in force, the configured ones and the runtime overrides.
   POST /admin/fault   JSON body with any of error_rate, latency_ms, hang, fail_health, exit,
                       reset. ``reset: true`` drops every runtime override (back to the config
@@ -20,9 +24,12 @@ Endpoints:
                       answering.
 
 Configuration: ``--config FILE`` (JSON with version, release, error_rate, latency_ms, hang,
-fail_health) is read at start, on SIGHUP and whenever the file changes (inode, mtime or size;
-checked at most every 0.2 s). Values from the file override ``--version``; runtime overrides from
-/admin/fault win over both until reset.
+fail_health, flag_faults) is read at start, on SIGHUP and whenever the file changes (inode, mtime
+or size; checked at most every 0.2 s). Values from the file override ``--version``; runtime
+overrides from /admin/fault win over both until reset. ``--flags FILE`` is watched the same way.
+``flag_faults`` maps a flag key to faults that apply while that flag evaluates to a true value
+(e.g. ``{"new-checkout": {"error_rate": 100}}``: the feature behind the flag is broken, and
+switching the flag off is what heals the app); the configured and runtime faults win over them.
 """
 
 import argparse
@@ -128,57 +135,105 @@ class Metrics:
         return "\n".join(lines) + "\n"
 
 
-class AppState:
-    """Configuration (file), runtime overrides (admin API) and counters, behind one lock."""
+def evaluate_flag(flag):
+    """A flagd flag's value without an evaluation context: ``{"value", "variant", "reason"}``."""
+    if flag.get("state", "ENABLED") == "DISABLED":
+        return {"value": None, "variant": None, "reason": "DISABLED"}
+    if flag.get("targeting"):
+        return {"value": None, "variant": None, "reason": "TARGETING_MATCH_UNKNOWN"}
+    variant = flag.get("defaultVariant")
+    variants = flag.get("variants") or {}
+    if variant not in variants:
+        return {"value": None, "variant": variant, "reason": "ERROR_DEFAULT_VARIANT_MISSING"}
+    return {"value": variants[variant], "variant": variant, "reason": "STATIC"}
 
-    def __init__(self, version, config_path=None):
+
+class WatchedFile:
+    """A JSON file re-read when its identity changes (inode too: a release switch, i.e. a moved
+    symlink, or an atomic rename may land on a file with the same mtime)."""
+
+    def __init__(self, path):
+        self.path = path
+        self.stamp = None
+
+    def read_if_changed(self, force=False):
+        """The parsed document if forced or changed since the last call, else None."""
+        if not self.path:
+            return None
+        try:
+            info = os.stat(self.path)
+        except OSError:
+            return None
+        stamp = (info.st_dev, info.st_ino, info.st_mtime_ns, info.st_size)
+        if not force and stamp == self.stamp:
+            return None
+        self.stamp = stamp
+        try:
+            with open(self.path, encoding="utf-8") as handle:
+                data = json.load(handle)
+            if not isinstance(data, dict):
+                raise ValueError("not a JSON object")
+            return data
+        except (OSError, ValueError) as exc:
+            sys.stderr.write("demoapp: ignoring %s: %s\n" % (self.path, exc))
+            return None
+
+
+class AppState:
+    """Configuration and flags (files), runtime overrides (admin API) and counters, behind one lock."""
+
+    def __init__(self, version, config_path=None, flags_path=None):
         self.lock = threading.Lock()
         self.cli_version = version
-        self.config_path = config_path
+        self.config_file = WatchedFile(config_path)
+        self.flags_file = WatchedFile(flags_path)
         self.config = {}
-        self.config_mtime = None
+        self.flag_faults = {}
+        self.flags = {}
         self.last_check = 0.0
         self.overrides = {}
         self.counter = 0
         self.metrics = Metrics()
         self.started = time.time()
-        if config_path:
-            self.reload(force=True)
+        self.reload(force=True)
 
     def reload(self, force=False):
-        """Re-read the config file if forced or if its mtime changed. Returns True if read."""
-        if not self.config_path:
-            return False
-        try:
-            info = os.stat(self.config_path)
-        except OSError:
-            return False
-        # inode too: a release switch (symlink moved) may land on a file with the same mtime
-        mtime = (info.st_dev, info.st_ino, info.st_mtime_ns, info.st_size)
-        if not force and mtime == self.config_mtime:
-            return False
-        try:
-            with open(self.config_path, encoding="utf-8") as handle:
-                data = json.load(handle)
-            faults = validate_faults({k: v for k, v in data.items() if k in FAULT_FIELDS})
-        except (OSError, ValueError) as exc:
-            sys.stderr.write("demoapp: ignoring config %s: %s\n" % (self.config_path, exc))
-            self.config_mtime = mtime
-            return False
-        with self.lock:
-            self.config = dict(faults)
-            for key in ("version", "release"):
-                if key in data:
-                    self.config[key] = str(data[key])
-            self.config_mtime = mtime
-            self.counter = 0
-        return True
+        """Re-read the config and flag files if forced or changed. Returns True if one was read."""
+        data = self.config_file.read_if_changed(force)
+        if data is not None:
+            try:
+                faults = validate_faults({k: v for k, v in data.items() if k in FAULT_FIELDS})
+                flag_faults = data.get("flag_faults") or {}
+                if not isinstance(flag_faults, dict):
+                    raise ValueError("flag_faults must map flag keys to faults")
+                flag_faults = {key: validate_faults(value) for key, value in flag_faults.items()}
+            except ValueError as exc:
+                sys.stderr.write("demoapp: ignoring config %s: %s\n" % (self.config_file.path, exc))
+                data = None
+        if data is not None:
+            with self.lock:
+                self.config = dict(faults)
+                self.flag_faults = flag_faults
+                for key in ("version", "release"):
+                    if key in data:
+                        self.config[key] = str(data[key])
+                self.counter = 0
+        flags = self.flags_file.read_if_changed(force)
+        if flags is not None:
+            with self.lock:
+                self.flags = flags.get("flags") if isinstance(flags.get("flags"), dict) else {}
+                self.counter = 0
+        return data is not None or flags is not None
 
     def maybe_reload(self):
         now = time.monotonic()
         if now - self.last_check >= 0.2:
             self.last_check = now
             self.reload()
+
+    def evaluations(self):
+        with self.lock:
+            return {key: evaluate_flag(flag) for key, flag in self.flags.items() if isinstance(flag, dict)}
 
     @property
     def version(self):
@@ -189,8 +244,12 @@ class AppState:
         return self.config.get("release", self.version)
 
     def faults(self):
+        evaluations = self.evaluations()
         with self.lock:
             out = dict(DEFAULT_FAULTS)
+            for key, faults in sorted(self.flag_faults.items()):
+                if evaluations.get(key, {}).get("value"):
+                    out.update(faults)
             out.update({k: v for k, v in self.config.items() if k in FAULT_FIELDS})
             out.update(self.overrides)
             return out
@@ -254,6 +313,8 @@ class Handler(BaseHTTPRequestHandler):
         path = self._path()
         if path == "/metrics":
             return self._send(200, state.metrics.render(state.version), "text/plain; version=0.0.4; charset=utf-8")
+        if path == "/flags":
+            return self._send(200, {"flags": state.evaluations(), "version": state.version})
         if path == "/admin/fault":
             configured = {k: v for k, v in state.config.items() if k in FAULT_FIELDS}
             return self._send(200, {"faults": state.faults(), "configured": configured,
@@ -316,11 +377,12 @@ def main(argv=None):
     parser.add_argument("--port", type=int, default=8080)
     parser.add_argument("--version", default="v1", help="version string (the config file's 'version' wins)")
     parser.add_argument("--config", help="JSON file: version, release, error_rate, latency_ms, hang, fail_health")
+    parser.add_argument("--flags", help="flagd flag file (JSON) this app evaluates; see GET /flags")
     parser.add_argument("--access-log", action="store_true", help="log every request to stderr")
     parser.add_argument("--pidfile", help="write the PID here while running (removed on a clean exit)")
     args = parser.parse_args(argv)
 
-    state = AppState(args.version, args.config)
+    state = AppState(args.version, args.config, args.flags)
     server = make_server(args.host, args.port, state, quiet=not args.access_log)
 
     def on_hup(_signum, _frame):

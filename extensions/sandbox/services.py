@@ -685,15 +685,18 @@ def switch_current(base_dir, release_id):
 
 class DemoApp(Service):
     """One demo app process. With ``release_dir`` it runs ``<release_dir>/demoapp.py --config
-    <release_dir>/release.json``; otherwise the checkout's demoapp.py with its own config file.
+    <release_dir>/release.json``; otherwise the checkout's demoapp.py with its own config file
+    (``flag_faults`` goes into it). ``flags_file``: the flagd file the app evaluates (``--flags``).
     """
 
     ready_timeout = 15.0
     stop_timeout = 5.0
 
     def __init__(self, base_dir, name, version="v1", port=None, host="127.0.0.1", release_dir=None,
-                 python=None):
+                 python=None, flags_file=None, flag_faults=None):
         self.name = name
+        self.flags_file = flags_file
+        self.flag_faults = flag_faults
         super().__init__(base_dir, port, host)
         self.release_dir = pathlib.Path(release_dir) if release_dir else None
         self.python = python or sys.executable
@@ -709,12 +712,16 @@ class DemoApp(Service):
     def prepare(self):
         super().prepare()
         if not self.release_dir:
-            self.config_file.write_text(json.dumps({"version": self.version}) + "\n")
+            config = {"version": self.version}
+            if self.flag_faults:
+                config["flag_faults"] = self.flag_faults
+            self.config_file.write_text(json.dumps(config) + "\n")
 
     def command(self):
         script = (self.release_dir / "demoapp.py") if self.release_dir else DEMOAPP
         return [self.python, script, "--host", self.host, "--port", str(self.port), "--version", self.version,
-                "--config", self.config_file, "--pidfile", self.pidfile]
+                "--config", self.config_file, "--pidfile", self.pidfile] + (
+                    ["--flags", self.flags_file] if self.flags_file else [])
 
     @property
     def pidfile(self):

@@ -1,6 +1,7 @@
 """Role rollback_feature_flag (level 1, flagd file provider) for real on localhost: check mode
 predicts without writing, the flags are switched off atomically with a backup, a second run changes
-nothing, a health gate runs against the demo app, and a failing gate puts the flag file back.
+nothing, a health gate runs against the demo app, a demo app that evaluates the flag file heals once
+the broken feature's flag evaluates off, and a failing gate puts the flag file back.
 """
 
 import json
@@ -8,7 +9,7 @@ import json
 import pytest
 import yaml
 
-from sandbox import runner
+from sandbox import runner, services
 
 PY = str(runner.ROOT / ".venv" / "bin" / "python")
 PLAYBOOK = runner.ROOT / "playbooks" / "rollback_feature_flag.yml"
@@ -83,6 +84,30 @@ def test_switch_off_check_mode_idempotence_and_gate(site, demo_apps):
     assert again.stats["app1"]["changed"] == 0
     assert site["file"].read_bytes() == after
     assert len(backups(site)) == 1
+
+
+def test_app_reading_the_flag_file_heals(site, services_dir):
+    """The feature behind new-checkout fails every request while the flag is on; the gate asks the app
+    itself how it evaluates the flag (GET /flags) and whether it serves again."""
+    app = services.DemoApp(services_dir, "flagged", flags_file=site["file"],
+                           flag_faults={"new-checkout": {"error_rate": 100}})
+    try:
+        app.up()
+        assert services.http_get(app.url + "/")[0] == 500
+        assert app.get_json("/flags")[1]["flags"]["new-checkout"] == {"value": True, "variant": "on",
+                                                                      "reason": "STATIC"}
+        res = run(site, ["new-checkout"], rollback_feature_flag_health_checks=[
+            {"name": "app serves", "type": "http", "url": app.url + "/"},
+            {"name": "app evaluates new-checkout off", "type": "http", "url": app.url + "/flags",
+             "json_query": 'flags."new-checkout".value', "expected": False}])
+        assert res.rc == 0, res.stdout[-3000:]
+        assert task(res, "Run the health gate after the flag rollback")["verdict"] == "pass"
+        flags = app.get_json("/flags")[1]["flags"]
+        assert flags["new-checkout"] == {"value": False, "variant": "off", "reason": "STATIC"}
+        assert flags["banner"]["reason"] == "TARGETING_MATCH_UNKNOWN", "flags not named stay as they were"
+        assert {services.http_get(app.url + "/")[0] for dummy in range(20)} == {200}
+    finally:
+        app.stop()
 
 
 def test_gate_failure_puts_flag_file_back(site, demo_apps):
