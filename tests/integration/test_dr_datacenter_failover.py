@@ -259,6 +259,32 @@ def test_failover_with_primary_down(pair, tmp_path):
         primary.stop()
 
 
+def test_network_split_stops_the_still_running_primary(pair, tmp_path):
+    """A network split: from where the role runs the primary's port does not answer, but the server still runs on
+    its host. The role takes the primary-down path, finds the server running on its host and stops it, writes the
+    marker and runs the fence command (delegated) before it promotes: never two primaries."""
+    primary, standby = pair
+    uid = uuid.uuid4().hex[:8]
+    tables = _make_tables(primary, uid)
+    _wait_replayed(primary, standby)
+    replicated = {t: _checksum(primary, t) for t in tables}
+    # the partition, as the role sees it: nothing answers at the primary's address
+    partitioned = dict(_login(primary), login_port=services.free_port())
+    fenced = tmp_path / "fenced_by_the_controller"
+    result = _run(tmp_path, primary, standby, dr_datacenter_failover_primary_login=partitioned,
+                  dr_datacenter_failover_critical_tables=tables,
+                  dr_datacenter_failover_fence_delegate_to="localhost",
+                  dr_datacenter_failover_fence_commands=[["touch", str(fenced)]])
+    assert result.rc == 0, result.stdout[-5000:]
+    record = _task(result, "Record the result")["ansible_facts"]["dr_datacenter_failover_result"]
+    assert record["primary_was_up"] is False and record["old_primary_stopped"] is True
+    assert _task(result, "Fence | is a server running on the old primary's data directory")["rc"] == 0
+    assert not primary.answers(), "the old primary still runs beside the promoted standby"
+    assert pathlib.Path(primary.data_dir, "standby.signal").is_file() and fenced.exists()
+    assert standby.psql("SELECT pg_is_in_recovery()") == "f"
+    assert {t: _checksum(standby, t) for t in tables} == replicated
+
+
 def test_lag_above_objective_refused(pair, proxy, tmp_path):
     primary, standby = pair
     uid = uuid.uuid4().hex[:8]
