@@ -793,11 +793,14 @@ class DemoApp(Service):
         state = super().to_state()
         state.update(name=self.name, version=self.version, python=self.python,
                      release_dir=str(self.release_dir) if self.release_dir else None,
-                     config_file=str(self.config_file))
+                     config_file=str(self.config_file), flags_file=str(self.flags_file) if self.flags_file else None,
+                     flag_faults=self.flag_faults)
         return state
 
     def _restore(self, state):
         self.version = state["version"]
+        self.flags_file = state.get("flags_file")
+        self.flag_faults = state.get("flag_faults")
         self.python = state["python"]
         self.release_dir = pathlib.Path(state["release_dir"]) if state.get("release_dir") else None
         self.config_file = pathlib.Path(state["config_file"])
