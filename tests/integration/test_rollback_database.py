@@ -5,6 +5,7 @@ everyone else). Each test runs the role through ansible-playbook and then reads 
 cluster: rows, timeline, data directories, ledger.
 """
 
+import json
 import os
 import pathlib
 import pwd
@@ -29,7 +30,15 @@ def cluster(services_dir):
         pg.stop()
 
 
-def _playbook(tmp_path, cluster, **role_vars):
+def _playbook(tmp_path, cluster, incident=None, **role_vars):
+    """Run the role in a play; with ``incident`` (a name) inside an incident opened first under tmp_path/incidents."""
+    tasks = [{"name": "rollback", "ansible.builtin.include_role": {"name": "failsafe.recovery.rollback_database"},
+              "vars": role_vars}]
+    if incident:
+        tasks.insert(0, {"name": "open the incident",
+                         "ansible.builtin.include_role": {"name": "failsafe.recovery.incident", "tasks_from": "open"},
+                         "vars": {"incident_dir": str(tmp_path / "incidents"), "incident_environment": incident,
+                                  "incident_id": incident, "incident_title": "database rollback under test"}})
     play = [{
         "name": "roll the database back",
         "hosts": "localhost",
@@ -46,8 +55,7 @@ def _playbook(tmp_path, cluster, **role_vars):
             "rollback_database_stanza": cluster.stanza,
             "rollback_database_promote_timeout": 120,
         },
-        "tasks": [{"name": "rollback", "ansible.builtin.include_role": {"name": "failsafe.recovery.rollback_database"},
-                   "vars": role_vars}],
+        "tasks": tasks,
     }]
     path = tmp_path / "rollback.yml"
     path.write_text(yaml.safe_dump(play))
@@ -63,6 +71,15 @@ def _task(result, name):
     found = [r for n, r in result.task_results() if n.split(" : ", 1)[-1] == name]
     assert found, "task %r did not run: %s" % (name, _tasks(result))
     return found[-1]
+
+
+def _journal_notes(tmp_path, cluster, incident):
+    """The notes rollback_database wrote in the incident's journal (the raw text holds no password)."""
+    text = (tmp_path / "incidents" / (incident + ".jsonl")).read_text()
+    assert cluster.password not in text
+    records = [json.loads(line) for line in text.splitlines() if line.strip()]
+    return [r for r in records if r.get("kind") == "event" and r.get("event") == "note"
+            and r.get("role") == "rollback_database"]
 
 
 def _aside_dirs(cluster):
@@ -146,12 +163,22 @@ def test_failed_proof_puts_original_back(cluster, tmp_path):
     uid = uuid.uuid4().hex[:8]
     point, table = _prepare(cluster, uid)
     timeline = int(cluster.psql("SELECT substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8)"), 16)
-    result = _playbook(tmp_path, cluster, rollback_database_target_name=point["name"],
+    result = _playbook(tmp_path, cluster, incident="failed_" + uid, rollback_database_target_name=point["name"],
                        rollback_database_assertions=[{"name": "impossible", "sql": "SELECT count(*) FROM %s" % table,
                                                       "expect": "999"}])
     assert result.rc != 0
     final = _task(result, "Rescue | fail naming the step")
     assert "Run the integrity assertions" in final["msg"] and "original data directory" in final["msg"]
+    # the rescue journaled what it put back, and the failure it ends with
+    safety = _task(result, "Create the safety restore point")["point"]["name"]
+    [note] = _journal_notes(tmp_path, cluster, "failed_" + uid)
+    kept = cluster.data_dir + ".failed_rollback_" + safety[len("pre_rollback_"):]
+    assert note["outcome"] == "failed" and note["method"] == "pitr" and note["target"] == point["name"]
+    assert note["failed_step"] == "Run the integrity assertions" and note["safety_point"] == safety
+    assert note["put_back"] == "the original data directory " + cluster.data_dir
+    assert note["failed_restore_kept"] == kept and pathlib.Path(kept, "PG_VERSION").is_file()
+    assert note["timeline"] == timeline and note["host"] == "localhost" and note["seconds"] > 0
+    assert note["message"].startswith("Level 4 database rollback FAILED on localhost: ") and final["msg"] in note["message"]
     # original back: the post-point rows are there, same timeline, server answering as primary
     assert _rows(cluster, table) == "1:0,2:0,3:-1"
     assert int(cluster.psql("SELECT substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8)"), 16) == timeline
@@ -238,7 +265,8 @@ def test_dump_restores_newest_dump_and_keeps_safety_copy(cluster, tmp_path):
     original_oid = _db_oid(cluster, db)
     writes, marker = _writes(tmp_path)
     try:
-        result = _playbook(tmp_path, cluster, rollback_database_method="dump", rollback_database_dump_dir=str(dumps),
+        result = _playbook(tmp_path, cluster, incident="dump_" + uid, rollback_database_method="dump",
+                           rollback_database_dump_dir=str(dumps),
                            rollback_database_assertions=[{"name": "balances back", "sql": "SELECT sum(balance) FROM accounts",
                                                           "expect": "300"}], **writes)
         assert result.rc == 0, result.stdout[-3000:]
@@ -256,6 +284,11 @@ def test_dump_restores_newest_dump_and_keeps_safety_copy(cluster, tmp_path):
         assert sorted(record["amcheck"][db]) == ["accounts_balance", "accounts_pkey"]
         assert cluster.psql("SELECT extname FROM pg_extension WHERE extname = 'amcheck'", db=db) == "amcheck"
         assert marker.read_text() == "stop\nresume\n"
+        [note] = _journal_notes(tmp_path, cluster, "dump_" + uid)
+        assert note["outcome"] == "rolled back" and note["method"] == "dump" and note["database"] == db
+        assert note["dump"] == str(good) and note["safety_copy"] == safety and note["safety_copy_dropped"] is False
+        assert note["amcheck"] == record["amcheck"] and note["host"] == "localhost" and note["seconds"] > 0
+        assert "commands" not in note and ("kept as " + safety) in note["message"]
 
         # again from the old dump, this time dropping the safety copy once the proof passed
         again = _playbook(tmp_path, cluster, rollback_database_method="dump", rollback_database_dump_file=str(old),
@@ -312,7 +345,7 @@ def test_dump_missing_file_refused_nothing_changed(cluster, tmp_path):
         unknown = _playbook(tmp_path, cluster, rollback_database_method="dump", rollback_database_dump_file=str(good),
                             rollback_database_dump_database="no_such_" + uid, **writes)
         assert unknown.rc != 0
-        refusal = _task(unknown, "Preflight | the dump, the database and the disk allow the rollback")
+        refusal = _task(unknown, "Preflight | the database and the disk allow the rollback")
         assert refusal["failed"] and "no_such_%s does not exist" % uid in refusal["msg"]
         assert "nothing was changed" in refusal["msg"] and not marker.exists()
         assert _databases(cluster, "no_such_" + uid) == [""] and _db_oid(cluster, db) == original_oid
@@ -372,11 +405,17 @@ def test_migrations_rescue_then_rollback(cluster, tmp_path):
     down = psql_command("ALTER TABLE accounts DROP COLUMN note; DELETE FROM schema_migrations WHERE version = 2")
     writes, marker = _writes(tmp_path)
     # the second command fails after the first changed the database: the original comes back untouched
-    failed = _playbook(tmp_path, cluster, rollback_database_method="migrations", rollback_database_migrations_database=db,
+    failed = _playbook(tmp_path, cluster, incident="mig_" + uid, rollback_database_method="migrations",
+                       rollback_database_migrations_database=db,
                        rollback_database_migrations_commands=[down, psql_command("SELECT no_such_function()")], **writes)
     assert failed.rc != 0
     final = _task(failed, "Rescue | fail naming the step")
-    assert "Run the down-migrations" in final["msg"] and db in final["msg"]
+    assert "Run the down-migrations" in final["msg"] and db in final["msg"] and "half-migrated copy was dropped" in final["msg"]
+    [note] = _journal_notes(tmp_path, cluster, "mig_" + uid)
+    assert note["outcome"] == "failed" and note["method"] == "migrations" and note["database"] == db
+    assert note["failed_step"] == "Run the down-migrations" and note["dropped_half_done"] is True
+    assert note["put_back"] == "the original database under its name" and "dump" not in note
+    assert final["msg"] in note["message"]
     assert _db_oid(cluster, db) == original_oid and _databases(cluster, db) == [db]
     assert schema() == "1,2 id,balance,note"
     assert marker.read_text() == "stop\nresume\n"
@@ -467,3 +506,111 @@ def test_pitr_bad_time_refused_nothing_changed(cluster, tmp_path):
     assert cluster.psql("SELECT system_identifier FROM pg_control_system()") == sysid
     assert cluster.psql("SELECT pg_is_in_recovery()") == "f" and _timeline(cluster) == timeline
     assert _safety_points(cluster) == safety_before
+
+
+def _history_last(cluster, timeline):
+    """The last line of a timeline's history file: (parent timeline, switch LSN, reason)."""
+    line = pathlib.Path(cluster.data_dir, "pg_wal", "%08X.history" % timeline).read_text().strip().splitlines()[-1]
+    parent, lsn, reason = line.split("\t", 2)
+    return int(parent), lsn, reason
+
+
+def test_pitr_to_time_then_roll_forward(cluster, tmp_path):
+    """Undo a time rollback: roll forward to the pre_rollback_* point the restored ledger keeps."""
+    uid = uuid.uuid4().hex[:8]
+    table = "accounts_" + uid
+    cluster.psql("CREATE TABLE %s (id int PRIMARY KEY, balance int); INSERT INTO %s VALUES (1, 100), (2, 200)"
+                 % (table, table))
+    time.sleep(1)
+    target = cluster.psql("SELECT now()")
+    time.sleep(1)
+    cluster.psql("UPDATE %s SET balance = 0; INSERT INTO %s VALUES (3, -1)" % (table, table))
+    cluster.switch_wal_and_wait()
+    timeline = _timeline(cluster)
+    back = _playbook(tmp_path, cluster, incident="back_" + uid, rollback_database_target_time=target)
+    assert back.rc == 0, back.stdout[-3000:]
+    assert _rows(cluster, table) == "1:100,2:200"
+    back_timeline = _timeline(cluster)
+    assert back_timeline > timeline
+    safety = _task(back, "Create the safety restore point")["point"]
+    assert safety["timeline"] == timeline and safety["archived"]
+    # the role's own note in the incident journal: what it did, from where to where, and how to undo it
+    back_record = _task(back, "Record the result")["ansible_facts"]["rollback_database_result"]
+    [note] = _journal_notes(tmp_path, cluster, "back_" + uid)
+    stop_parent, stop_lsn, dummy = _history_last(cluster, back_timeline)
+    assert stop_parent == timeline
+    assert note["outcome"] == "rolled back" and note["method"] == "pitr" and note["host"] == "localhost"
+    assert note["target"] == target and note["target_type"] == "time" and "target_lsn" not in note
+    assert note["target_time"] == back_record["target_time"]
+    assert cluster.psql("SELECT '%s'::timestamptz = '%s'::timestamptz" % (note["target_time"], target)) == "t"
+    assert note["safety_point"] == safety["name"] and note["safety_point_lsn"] == safety["lsn"]
+    assert note["timeline_before"] == timeline and note["timeline_after"] == back_timeline
+    # before: at or past the safety point (taken after the preflight read); stop: the switch point in the history
+    # file, before the bad writes; after: on the new timeline, past the switch point
+    assert cluster.psql("SELECT '%s'::pg_lsn <= '%s'::pg_lsn AND '%s'::pg_lsn < '%s'::pg_lsn AND '%s'::pg_lsn >= '%s'::pg_lsn"
+                        % (note["lsn_before"], safety["lsn"], stop_lsn, note["lsn_before"], note["lsn_after"], stop_lsn)) == "t"
+    assert note["stop_lsn"] == stop_lsn == back_record["stop_lsn"]
+    assert note["old_data_dir"] == back_record["old_data_dir"] and pathlib.Path(note["old_data_dir"], "PG_VERSION").is_file()
+    assert note["backup"] == back_record["backup"] and isinstance(note["seconds"], float) and note["seconds"] > 0
+    assert safety["name"] in note["message"] and note["old_data_dir"] in note["message"]
+    # the restored ledger names the safety point, on the timeline the bad rows were written on
+    kept = cluster.psql("SELECT status || ' ' || timeline || ' ' || lsn FROM failsafe_recovery.restore_points "
+                        "WHERE name = '%s'" % safety["name"])
+    assert kept == "archived %d %s" % (timeline, safety["lsn"])
+
+    forward = _playbook(tmp_path, cluster, incident="forward_" + uid, rollback_database_target_name=safety["name"],
+                        rollback_database_assertions=[{"name": "bad rows back", "sql": "SELECT sum(balance) FROM %s" % table,
+                                                       "expect": "-1"}])
+    assert forward.rc == 0, forward.stdout[-3000:]
+    # the rows written after the target time are back: the state at the moment the time rollback began
+    assert _rows(cluster, table) == "1:0,2:0,3:-1"
+    record = _task(forward, "Record the result")["ansible_facts"]["rollback_database_result"]
+    forward_timeline = _timeline(cluster)
+    assert forward_timeline > back_timeline and forward_timeline == int(record["timeline_after"])
+    assert int(record["timeline_before"]) == back_timeline
+    # the new timeline branched off the ORIGINAL timeline (not the rolled-back one) exactly at the safety point
+    parent, switch_lsn, reason = _history_last(cluster, forward_timeline)
+    assert parent == timeline and switch_lsn == safety["lsn"] and reason == 'at restore point "%s"' % safety["name"]
+    assert cluster.psql("SELECT pg_is_in_recovery()") == "f"
+    [note] = _journal_notes(tmp_path, cluster, "forward_" + uid)
+    assert note["target"] == safety["name"] and note["target_type"] == "name" and note["target_lsn"] == safety["lsn"]
+    assert note["timeline_before"] == back_timeline and note["timeline_after"] == forward_timeline
+    assert note["stop_lsn"] == safety["lsn"] and note["safety_point"] == record["safety_point"] != safety["name"]
+
+
+def test_restored_ledger_ddl_matches_pg_restore_point(cluster):
+    """pitr.yml recreates the ledger a time or LSN target may predate with its own copy of the table's DDL (the module
+    pg_restore_point cannot record an existing point, only create one): both must make the same table."""
+    tasks = yaml.safe_load((ROOT / "roles" / "rollback_database" / "tasks" / "pitr.yml").read_text())
+    block = next(t for t in tasks if t.get("name") == "Roll the database back")["block"]
+    keep = next(t for t in block if t.get("name") == "Keep the safety restore point in the restored ledger")
+    uid = uuid.uuid4().hex[:8]
+    role_schema, module_schema = "ddl_role_" + uid, "ddl_module_" + uid
+    point = {"name": "kept_" + uid, "lsn": "0/3000090", "timeline": 1, "wal_file": "000000010000000000000003",
+             "labels": {"rollback_to": "x"}, "created_at": "2026-11-23T01:00:00+00:00",
+             "archived_at": "2026-11-23T01:00:01+00:00", "system_identifier": "1"}
+    proc = cluster.run_as([pathlib.Path(cluster.bin_dir, "psql"), "-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1",
+                           "-h", cluster.socket_dir, "-p", str(cluster.port), "-U", cluster.user, "-d", "postgres",
+                           "-v", "schema=" + role_schema, "-v", "point=" + json.dumps(point)],
+                          input=keep["ansible.builtin.command"]["stdin"])
+    assert proc.stdout.strip() == point["name"], proc
+    created = run_module("pg_restore_point", dict(cluster.module_params, name="ddl_" + uid, ledger_schema=module_schema,
+                                                  wait_archived=False))
+    assert not created.get("failed"), created
+
+    def table(schema):
+        return cluster.psql(
+            "SELECT string_agg(a.attname || ' ' || format_type(a.atttypid, a.atttypmod) || ' ' || a.attnotnull || ' '"
+            " || coalesce(pg_get_expr(d.adbin, d.adrelid), ''), ', ' ORDER BY a.attnum) FROM pg_attribute a"
+            " LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum"
+            " WHERE a.attrelid = '%s.restore_points'::regclass AND a.attnum > 0 AND NOT a.attisdropped" % schema) + \
+            " | " + cluster.psql("SELECT string_agg(conname || ' ' || pg_get_constraintdef(oid), ', ' ORDER BY conname)"
+                                 " FROM pg_constraint WHERE conrelid = '%s.restore_points'::regclass" % schema)
+
+    try:
+        assert table(role_schema) == table(module_schema)
+        assert "status text true 'pending'::text" in table(module_schema)
+        row = cluster.psql("SELECT status || ' ' || lsn || ' ' || timeline FROM %s.restore_points" % role_schema)
+        assert row == "archived 0/3000090 1"
+    finally:
+        cluster.psql("DROP SCHEMA %s CASCADE; DROP SCHEMA %s CASCADE" % (role_schema, module_schema))
