@@ -152,8 +152,9 @@ class WatchedFile:
     """A JSON file re-read when its identity changes (inode too: a release switch, i.e. a moved
     symlink, or an atomic rename may land on a file with the same mtime)."""
 
-    def __init__(self, path):
+    def __init__(self, path, what):
         self.path = path
+        self.what = what
         self.stamp = None
 
     def read_if_changed(self, force=False):
@@ -175,7 +176,7 @@ class WatchedFile:
                 raise ValueError("not a JSON object")
             return data
         except (OSError, ValueError) as exc:
-            sys.stderr.write("demoapp: ignoring %s: %s\n" % (self.path, exc))
+            sys.stderr.write("demoapp: ignoring %s %s: %s\n" % (self.what, self.path, exc))
             return None
 
 
@@ -185,8 +186,8 @@ class AppState:
     def __init__(self, version, config_path=None, flags_path=None):
         self.lock = threading.Lock()
         self.cli_version = version
-        self.config_file = WatchedFile(config_path)
-        self.flags_file = WatchedFile(flags_path)
+        self.config_file = WatchedFile(config_path, "config")
+        self.flags_file = WatchedFile(flags_path, "flags")
         self.config = {}
         self.flag_faults = {}
         self.flags = {}

@@ -1,4 +1,4 @@
-"""Pure logic of the demo app: failure spreading, fault validation, metrics text, config precedence."""
+"""Pure logic of the demo app: failure spreading, fault validation, metrics text, config precedence, flags."""
 
 import json
 import os
@@ -91,6 +91,45 @@ def test_bad_config_is_ignored(tmp_path, capsys):
     state = demoapp.AppState("v1", str(config))
     assert state.version == "v1"
     assert "ignoring config" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("flag, expected", [
+    ({"variants": {"on": True, "off": False}, "defaultVariant": "on"},
+     {"value": True, "variant": "on", "reason": "STATIC"}),
+    ({"state": "DISABLED", "variants": {"on": True}, "defaultVariant": "on"},
+     {"value": None, "variant": None, "reason": "DISABLED"}),
+    ({"variants": {"on": True}, "defaultVariant": "on", "targeting": {"if": [True, "on"]}},
+     {"value": None, "variant": None, "reason": "TARGETING_MATCH_UNKNOWN"}),
+    ({"variants": {"on": True}, "defaultVariant": "gone"},
+     {"value": None, "variant": "gone", "reason": "ERROR_DEFAULT_VARIANT_MISSING"}),
+])
+def test_evaluate_flag(flag, expected):
+    assert demoapp.evaluate_flag(flag) == expected
+
+
+def test_flag_faults_follow_the_flag_file(tmp_path):
+    config = tmp_path / "release.json"
+    config.write_text(json.dumps({"version": "v1", "flag_faults": {"new-checkout": {"error_rate": 100}}}))
+    flags = tmp_path / "flags.json"
+    flag = {"variants": {"on": True, "off": False}, "defaultVariant": "on"}
+    flags.write_text(json.dumps({"flags": {"new-checkout": flag}}))
+    state = demoapp.AppState("v1", str(config), str(flags))
+    assert state.evaluations()["new-checkout"]["value"] is True
+    assert state.faults()["error_rate"] == 100.0
+    replaced = tmp_path / "new.json"  # switched off atomically, as rollback_feature_flag writes it
+    replaced.write_text(json.dumps({"flags": {"new-checkout": dict(flag, defaultVariant="off")}}))
+    os.replace(replaced, flags)
+    assert state.reload() is True
+    assert state.evaluations()["new-checkout"] == {"value": False, "variant": "off", "reason": "STATIC"}
+    assert state.faults()["error_rate"] == 0.0
+
+
+def test_bad_flag_faults_are_ignored(tmp_path, capsys):
+    config = tmp_path / "release.json"
+    config.write_text(json.dumps({"version": "v2", "flag_faults": {"x": {"error_rate": 500}}}))
+    state = demoapp.AppState("v1", str(config))
+    assert state.version == "v1" and state.flag_faults == {}
+    assert "between 0 and 100" in capsys.readouterr().err
 
 
 def test_admin_endpoint_rejects_bad_body():
