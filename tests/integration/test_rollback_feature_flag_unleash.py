@@ -9,7 +9,6 @@ answers; otherwise these tests are skipped, saying so.
 
 import json
 import os
-import pathlib
 import secrets
 import shutil
 import subprocess
@@ -88,8 +87,9 @@ class UnleashServer(services.Service):
         return ["node", UNLEASH_MAIN]
 
     def spawn_kwargs(self):
-        url = "postgres://%s:%s@%s:%d/%s" % (self.postgres.user, urllib.parse.quote(self.postgres.password, safe=""),
-                                            self.postgres.host, self.postgres.port, self.database)
+        password = urllib.parse.quote(self.postgres.password, safe="")
+        pg = self.postgres
+        url = "postgres://%s:%s@%s:%d/%s" % (pg.user, password, pg.host, pg.port, self.database)
         env = {key: value for key, value in os.environ.items() if not key.startswith(("DATABASE_", "UNLEASH_"))}
         env.update(
             DATABASE_URL=url, DATABASE_SSL="false", HTTP_HOST=self.host, HTTP_PORT=str(self.port),
