@@ -100,13 +100,13 @@ for extra in (str(HERE), str(ROOT / "extensions"), str(ROOT / ".collections")):
 
 import yaml  # noqa: E402  pylint: disable=wrong-import-position
 
+from containers import CONTAINERS_CONF, image, load, podman  # noqa: E402  pylint: disable=wrong-import-position
 from figures import figure  # noqa: E402  pylint: disable=wrong-import-position
 
 BENCH = "dr_containers"
 SCENARIOS = [s.strip() for s in os.environ.get("BENCH_DR_CONTAINERS_SCENARIOS",
                                                "rollback_levels,dr_sites,dr_rebuild").split(",") if s.strip()]
 MOLECULE = str(ROOT / ".venv" / "bin" / "molecule")
-CONTAINERS_CONF = str(ROOT / "extensions" / "podman" / "containers.conf")
 INVENTORY = ROOT / "inventories" / "example_production" / "group_vars"
 LOGS = ROOT / ".cache" / "bench_dr_containers"
 MOLECULE_TIMEOUT = 3600
@@ -166,27 +166,6 @@ def check(what, ok, detail=""):
     if not ok:
         raise SystemExit("WRONG: %s %s" % (what, detail))
     print("ok: %s" % what, flush=True)
-
-
-def podman(*args, timeout=120, check_rc=True):
-    proc = subprocess.run(["podman"] + [str(a) for a in args], capture_output=True, text=True, timeout=timeout,
-                          env=dict(os.environ, CONTAINERS_CONF=CONTAINERS_CONF), check=False)
-    if check_rc and proc.returncode != 0:
-        raise SystemExit("podman %s failed (rc=%d): %s" % (" ".join(str(a) for a in args[:3]), proc.returncode,
-                                                           (proc.stderr or proc.stdout)[-2000:]))
-    return proc
-
-
-def image():
-    proc = subprocess.run([str(ROOT / "scripts" / "build_image.sh")], capture_output=True, text=True, timeout=3600,
-                          env=dict(os.environ, CONTAINERS_CONF=CONTAINERS_CONF), check=False)
-    if proc.returncode != 0 or not proc.stdout.strip():
-        raise SystemExit("scripts/build_image.sh failed: %s" % proc.stderr[-2000:])
-    return proc.stdout.strip().splitlines()[-1]
-
-
-def load():
-    return round(os.getloadavg()[0], 1)
 
 
 def truthy(value):
@@ -438,12 +417,12 @@ def restart_site_a(name):
     """Start the stopped site_a container again; its PostgreSQL recovers what it had committed."""
     podman("start", name)
     state = podman("exec", name, "systemctl", "is-system-running", "--wait", timeout=BOOT_TIMEOUT,
-                   check_rc=False).stdout.strip()
+                   check=False).stdout.strip()
     if state not in ("running", "degraded"):
         raise SystemExit("%s did not boot again: systemd is %r" % (name, state))
     podman("exec", name, "systemctl", "start", "postgresql@15-main.service", timeout=120)
     deadline = time.monotonic() + 120
-    while podman("exec", name, "/usr/lib/postgresql/15/bin/pg_isready", "-t", "2", check_rc=False).returncode:
+    while podman("exec", name, "/usr/lib/postgresql/15/bin/pg_isready", "-t", "2", check=False).returncode:
         if time.monotonic() > deadline:
             raise SystemExit("PostgreSQL of %s did not accept connections within 120 s" % name)
         time.sleep(1)
@@ -491,7 +470,7 @@ def tier2(scn, obj):
     # how site_a went down: a clean (fast) shutdown lets the walsender ship all WAL before it exits
     how = podman("exec", site_a, "sh", "-c", "grep -oE 'database system (was shut down|was interrupted|was not "
                  "properly shut down)' /var/log/postgresql/postgresql-15-main.log | tail -n 1",
-                 check_rc=False).stdout.strip()
+                 check=False).stdout.strip()
     figure(BENCH, "T2 site_a's PostgreSQL log at its restart", how or "not found")
     check("T2: site_a's writer rows have no gap", a_rows == a_top, "%d rows, max id %d" % (a_rows, a_top))
     check("T2: site_b's writer rows have no gap", b_rows == b_top, "%d rows, max id %d" % (b_rows, b_top))

@@ -59,7 +59,6 @@ import os
 import pathlib
 import shutil
 import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -74,13 +73,13 @@ for extra in (str(HERE), str(ROOT / "extensions"), str(ROOT / ".collections")):
 
 import yaml  # noqa: E402  pylint: disable=wrong-import-position
 
+from containers import CONTAINERS_CONF, image, load, podman  # noqa: E402  pylint: disable=wrong-import-position
 from figures import figure  # noqa: E402  pylint: disable=wrong-import-position
 from sandbox import services  # noqa: E402  pylint: disable=wrong-import-position
 from sandbox.runner import run_playbook  # noqa: E402  pylint: disable=wrong-import-position
 
 BENCH = "l3_containers"
 SCENARIO = ROOT / "extensions" / "molecule" / "rollback_levels"
-CONTAINERS_CONF = str(ROOT / "extensions" / "podman" / "containers.conf")
 HOSTS = [int(n) for n in os.environ.get("BENCH_L3_HOSTS", "1,5,10").split(",") if n.strip()]
 FIXED_BATCH = int(os.environ.get("BENCH_L3_BATCH", "0"))
 DELAY = int(os.environ.get("BENCH_L3_DELAY", "0"))
@@ -88,27 +87,6 @@ GATE_TIMEOUT = int(os.environ.get("BENCH_L3_GATE_TIMEOUT", "30"))
 LABEL = "failsafe.recovery.bench=l3"
 BOOT_TIMEOUT = 300
 APP_ROOT = "/opt/demoapp"
-
-
-def podman(*args, timeout=120, check=True):
-    proc = subprocess.run(["podman"] + [str(a) for a in args], capture_output=True, text=True, timeout=timeout,
-                          env=dict(os.environ, CONTAINERS_CONF=CONTAINERS_CONF), check=False)
-    if check and proc.returncode != 0:
-        raise SystemExit("podman %s failed (rc=%d): %s" % (" ".join(str(a) for a in args[:3]), proc.returncode,
-                                                           (proc.stderr or proc.stdout)[-2000:]))
-    return proc
-
-
-def image():
-    proc = subprocess.run([str(ROOT / "scripts" / "build_image.sh")], capture_output=True, text=True, timeout=3600,
-                          env=dict(os.environ, CONTAINERS_CONF=CONTAINERS_CONF), check=False)
-    if proc.returncode != 0 or not proc.stdout.strip():
-        raise SystemExit("scripts/build_image.sh failed: %s" % proc.stderr[-2000:])
-    return proc.stdout.strip().splitlines()[-1]
-
-
-def load():
-    return round(os.getloadavg()[0], 1)
 
 
 def other_containers(mine):
