@@ -13,19 +13,9 @@ from __future__ import annotations
 import pytest
 
 from ansible_collections.failsafe.recovery.plugins.module_utils import _asg
+from ansible_collections.failsafe.recovery.tests.unit.fake_clock import FakeClock
 
 LT = "lt-0123456789abcdef0"
-
-
-class FakeClock:
-    def __init__(self):
-        self.now = 0.0
-
-    def __call__(self):
-        return self.now
-
-    def sleep(self, seconds):
-        self.now += seconds
 
 
 class FakeAws:

@@ -15,6 +15,7 @@ import pytest
 from botocore.stub import Stubber
 
 from ansible_collections.failsafe.recovery.plugins.module_utils import _lb, _lb_elbv2 as elb
+from ansible_collections.failsafe.recovery.tests.unit.fake_clock import FakeClock
 
 ACCOUNT = "123456789012"
 LB = "arn:aws:elasticloadbalancing:us-east-1:%s:loadbalancer/app/shop/50dc6c495c0c9188" % ACCOUNT
@@ -22,17 +23,6 @@ LISTENER = "arn:aws:elasticloadbalancing:us-east-1:%s:listener/app/shop/50dc6c49
 RULE = "arn:aws:elasticloadbalancing:us-east-1:%s:listener-rule/app/shop/50dc6c495c0c9188/f2f7dc8efc522ab2/9683b2d02a6cabee" % ACCOUNT
 BLUE = "arn:aws:elasticloadbalancing:us-east-1:%s:targetgroup/blue/6d0ecf831eec9f09" % ACCOUNT
 GREEN = "arn:aws:elasticloadbalancing:us-east-1:%s:targetgroup/green/73e2d6bc24d8a067" % ACCOUNT
-
-
-class FakeClock:
-    def __init__(self):
-        self.now = 0.0
-
-    def __call__(self):
-        return self.now
-
-    def sleep(self, seconds):
-        self.now += seconds
 
 
 def params(**kw):

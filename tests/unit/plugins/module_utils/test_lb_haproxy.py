@@ -15,6 +15,7 @@ import threading
 import pytest
 
 from ansible_collections.failsafe.recovery.plugins.module_utils import _lb_haproxy as hap
+from ansible_collections.failsafe.recovery.tests.unit.fake_clock import FakeClock
 
 SERVERS_STATE_FIELDS = ("be_id be_name srv_id srv_name srv_addr srv_op_state srv_admin_state srv_uweight srv_iweight "
                         "srv_time_since_last_change srv_check_status srv_check_result srv_check_health srv_check_state "
@@ -149,17 +150,6 @@ class FakeAPI:
 
     def command(self, cmd):
         return SERVERS_STATE
-
-
-class FakeClock:
-    def __init__(self):
-        self.now = 0.0
-
-    def __call__(self):
-        return self.now
-
-    def sleep(self, seconds):
-        self.now += seconds
 
 
 def test_wait_healthy_down_then_up():

@@ -10,6 +10,7 @@ import itertools
 import pytest
 
 from ansible_collections.failsafe.recovery.plugins.module_utils import _postgres as pg
+from ansible_collections.failsafe.recovery.tests.unit.fake_clock import FakeClock
 
 UTC = datetime.timezone.utc
 
@@ -135,24 +136,13 @@ class _FakeLedger(pg.RestorePointLedger):
         return self.rows.pop(0) if len(self.rows) > 1 else self.rows[0]
 
 
-class _Clock:
-    def __init__(self):
-        self.now = 0.0
-
-    def __call__(self):
-        return self.now
-
-    def sleep(self, seconds):
-        self.now += seconds
-
-
 POINT = dict(name="p1", lsn="0/3000090", wal_file="000000010000000000000003")
 
 
 def test_wait_archived_returns_when_segment_shows_up():
     ledger = _FakeLedger([dict(last_archived_wal="000000010000000000000002"),
                           dict(last_archived_wal="000000010000000000000003")])
-    clock = _Clock()
+    clock = FakeClock()
     row = ledger.wait_archived(POINT, timeout=10, poll_interval=1, clock=clock, sleep=clock.sleep)
     assert row["last_archived_wal"] == "000000010000000000000003"
     assert ledger.reads == 2 and clock.now == 1
@@ -162,7 +152,7 @@ def test_wait_archived_failing_archiver_reports_its_error_and_not_durable():
     failed = datetime.datetime(2026, 1, 1, 12, 0, 3, tzinfo=UTC)
     ledger = _FakeLedger([dict(last_archived_wal="000000010000000000000002", failed_count=4,
                                last_failed_wal="000000010000000000000003", last_failed_time=failed)])
-    clock = _Clock()
+    clock = FakeClock()
     with pytest.raises(pg.LedgerError) as info:
         ledger.wait_archived(POINT, timeout=3, poll_interval=1, clock=clock, sleep=clock.sleep)
     msg = info.value.msg
@@ -176,7 +166,7 @@ def test_wait_archived_failing_archiver_reports_its_error_and_not_durable():
 
 def test_wait_archived_stalled_archiver():
     ledger = _FakeLedger([dict(last_archived_wal="000000010000000000000001", last_failed_time=None)])
-    clock = _Clock()
+    clock = FakeClock()
     with pytest.raises(pg.LedgerError) as info:
         ledger.wait_archived(POINT, timeout=2, poll_interval=0.5, clock=clock, sleep=clock.sleep)
     assert "stalled" in info.value.msg and "000000010000000000000001" in info.value.msg
