@@ -1,7 +1,9 @@
 """Local sandbox: ``python -m sandbox up|down|status|restart|demo`` (run from the checkout with PYTHONPATH=extensions).
 
 ``up`` starts every service of the test harness on the fixed ports declared in
-inventories/sandbox/group_vars/all.yml, lays out the demo app releases (v1 good, v2 bad)
+inventories/sandbox/group_vars/all.yml, plus a webhook receiver / status-page stub on a free port
+(its URL, a credential, goes to the 0600 file .cache/sandbox/webhook/hook.url, which the sandbox
+inventory reads into ``incident_webhooks``), lays out the demo app releases (v1 good, v2 bad)
 and records PIDs, ports and paths in .cache/sandbox/state.json. ``down`` stops exactly
 those PIDs and removes the state file (data stays for the next ``up``; ``down --purge``
 removes it too). ``status`` says whether each recorded service answers (``status blue`` only that
@@ -13,6 +15,7 @@ import argparse
 import datetime
 import json
 import os
+import pathlib
 import secrets
 import shutil
 import sys
@@ -27,7 +30,8 @@ GROUP_VARS = INVENTORY / "group_vars" / "all.yml"
 STATE_DIR = ROOT / ".cache" / "sandbox"
 STATE_FILE = STATE_DIR / "state.json"
 PASSWORD_FILE = STATE_DIR / "postgres.password"
-ORDER = ("postgres", "moto", "blue", "green", "haproxy", "prometheus")
+ORDER = ("postgres", "moto", "blue", "green", "haproxy", "prometheus", "webhook")
+FREE_PORT = ("webhook",)  # picked at ``up`` (services.free_port); every other port is fixed in GROUP_VARS
 
 
 def settings():
@@ -35,6 +39,8 @@ def settings():
     data = yaml.safe_load(GROUP_VARS.read_text()) or {}
     ports = {}
     for name in ORDER:
+        if name in FREE_PORT:
+            continue
         key = "sandbox_%s_port" % name
         if not isinstance(data.get(key), int):
             raise SystemExit("sandbox: %s must set %s to a port number" % (GROUP_VARS, key))
@@ -72,6 +78,7 @@ def describe(name, service):
         "green": lambda s: "release %s" % s.release_dir,
         "haproxy": lambda s: "admin socket %s, map %s" % (s.socket, s.map_file),
         "prometheus": lambda s: "scraping blue and green every 1s",
+        "webhook": lambda s: "status page stub; webhook URL in %s, POSTs recorded in %s" % (s.url_file, s.record_file),
     }[name](service)
     return "%-10s %s  (%s)" % (name, service.url, extra)
 
@@ -95,8 +102,9 @@ def cmd_up(_args):
             for name, svc in objs:
                 print("  " + describe(name, svc))
             return 0
-        print("sandbox state found but only %d of %d services answer (%s); run `down` first, then `up`."
-              % (len(answering), len(ORDER), ", ".join(answering) or "none"), file=sys.stderr)
+        print("sandbox state found but only %d of %d services answer (%s; not: %s); run `down` first, then `up`."
+              % (len(answering), len(ORDER), ", ".join(answering) or "none",
+                 ", ".join(name for name in ORDER if name not in answering)), file=sys.stderr)
         return 1
 
     ports, stanza = settings()
@@ -123,6 +131,7 @@ def cmd_up(_args):
         ("haproxy", lambda: services.HAProxy(STATE_DIR, ports["blue"], ports["green"], port=ports["haproxy"])),
         ("prometheus", lambda: services.Prometheus(STATE_DIR, {"blue": ports["blue"], "green": ports["green"]},
                                                    port=ports["prometheus"])),
+        ("webhook", lambda: services.WebhookReceiver(STATE_DIR)),
     ]
     try:
         for name, make in plan:
@@ -210,6 +219,53 @@ def cmd_restart(args):
     return 0
 
 
+def check_status_updates(receiver, report, secret_files):
+    """What the webhook receiver got for the drill's incident, checked against its report.
+
+    Returns (lines to print, problems). A problem: no ``start`` (or closing ``done``/``failed``)
+    notification of this incident was received, the report did not measure the first status update or
+    missed its objective, or the webhook URL (a credential) shows in one of ``secret_files``.
+    """
+    incident = report["incident"]
+    problems = []
+    bodies = receiver.notifications(incident=incident)
+    received = ["%s at %s" % (body["event"], body["received_at"][11:23]) for body in bodies]
+    lines = ["## Status page (webhook receiver %s)" % receiver.url,
+             "received for %s: %s" % (incident, ", ".join(received) or "nothing")]
+    starts = [body for body in bodies if body.get("event") == "start"]
+    if not starts:
+        problems.append("the webhook receiver got no 'start' notification of %s" % incident)
+    elif starts[0].get("environment") != report["environment"] or starts[0].get("title") != report["title"]:
+        problems.append("the 'start' notification does not describe %s: %r" % (incident, starts[0]))
+    closing = "done" if report["outcome"] != "failed" else "failed"
+    if not any(body.get("event") == closing for body in bodies):
+        problems.append("the webhook receiver got no %r notification of %s" % (closing, incident))
+    # the report is written before the closing notification is posted: what it lists must have arrived first
+    reported = [n["event"] for n in report["notifications"] if n["ok"]]
+    if [body.get("event") for body in bodies][:len(reported)] != reported:
+        problems.append("the report lists delivered notifications %s, the receiver got %s"
+                        % (reported, [body.get("event") for body in bodies]))
+    measured = report["measures"].get("first_status_update")
+    objective = next((o for o in report["objectives"] if o["name"] == "first_status_update"), None)
+    if not isinstance(measured, (int, float)):
+        problems.append("the report did not measure the first status update")
+    elif objective is None or objective["status"] != "pass":
+        problems.append("first status update %s: objective %s" % (measured, objective))
+    else:
+        lines.append("first status update %.1f s after detection (objective %.0f s): PASS"
+                     % (measured, objective["objective_seconds"]))
+    token = receiver.token
+    leaked = [str(path) for path in secret_files if path.is_file() and token in path.read_text(errors="replace")]
+    if leaked:
+        problems.append("the webhook URL's token shows in %s" % ", ".join(leaked))
+    else:
+        lines.append("the webhook URL (a credential) shows in none of: demo log, journal, report")
+    status = services.http_get(receiver.url + "/", timeout=5)[1].decode()
+    page = json.loads(status)
+    lines.append("status page now: %s (%s of %s)" % (page.get("status"), page.get("event"), page.get("incident")))
+    return lines, problems
+
+
 def cmd_demo(args):
     """Bring the sandbox up and run playbooks/drill.yml end to end; print the report's summary and path."""
     import subprocess  # pylint: disable=import-outside-toplevel
@@ -237,6 +293,7 @@ def cmd_demo(args):
     reports = sorted((STATE_DIR / "drills" / "incidents" / "reports").glob("*.md"), key=lambda p: p.stat().st_mtime)
     report = reports[-1] if reports and reports[-1].stat().st_mtime >= time.time() - drill_seconds - 1 else None
     print()
+    problems = []
     if report:
         text = report.read_text()
         for section in ("## Summary", "## Metrics", "## Objectives"):
@@ -244,6 +301,13 @@ def cmd_demo(args):
                 print(section)
                 print(text.split(section, 1)[1].split("\n## ", 1)[0].strip())
                 print()
+        data = json.loads(report.with_suffix(".json").read_text())
+        receiver = services.from_state(load_state()["services"]["webhook"])
+        lines, problems = check_status_updates(
+            receiver, data, [log, pathlib.Path(data["journal"]["path"])]
+            + [report.with_suffix(suffix) for suffix in (".md", ".json", ".xml")])
+        print("\n".join(lines))
+        print()
         print("report: %s (+ .json, .xml)" % report)
     else:
         print("no report was written")
@@ -255,7 +319,11 @@ def cmd_demo(args):
         print("\nthe drill FAILED (exit %d); last lines of the log:\n%s" % (proc.returncode, "\n".join(tail)),
               file=sys.stderr)
         return 1
-    print("demo passed: v1 serves again, the bad writes are gone, every measured objective was met.")
+    if problems:
+        print("\nthe demo FAILED: %s" % "; ".join(problems), file=sys.stderr)
+        return 1
+    print("demo passed: v1 serves again, the bad writes are gone, every measured objective was met,")
+    print("the status page received the incident's notifications.")
     print("the sandbox stays up (make sandbox-status); stop it with: make sandbox-down")
     return 0
 

@@ -11,6 +11,7 @@ Services:
   DemoApp          extensions/sandbox/demoapp.py (or a release directory of it)
   HAProxy          master-worker, one frontend, be_blue / be_green chosen by a map file
   Prometheus       scraping the demo apps every second
+  WebhookReceiver  extensions/sandbox/statuspage.py: records every POST (the incident role's webhooks)
 
 Every service can be described as a dict (``to_state()``) and re-attached from
 it (``from_state()``) so ``python -m sandbox down`` stops exactly what ``up``
@@ -36,6 +37,7 @@ import urllib.request
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 VENV_BIN = ROOT / ".venv" / "bin"
 DEMOAPP = pathlib.Path(__file__).resolve().with_name("demoapp.py")
+STATUSPAGE = pathlib.Path(__file__).resolve().with_name("statuspage.py")
 PG_BIN = pathlib.Path("/usr/lib/postgresql/15/bin")
 
 # The two releases the rollback roles move between: v1 is good, v2 fails 30 % of requests.
@@ -1027,7 +1029,106 @@ class Prometheus(Service):
         self.config = pathlib.Path(state["config"])
 
 
-CLASSES = {cls.__name__: cls for cls in (PostgresCluster, MotoServer, DemoApp, HAProxy, Prometheus)}
+# --------------------------------------------------------------------------- webhook receiver
+
+class WebhookReceiver(Service):
+    """extensions/sandbox/statuspage.py: a webhook receiver and status-page stub on plain HTTP.
+
+    ``hook_url`` (``url`` + /hooks/<token>) is what the incident role posts to; the token makes it a
+    credential, so it lives only in 0600 files: ``token_file`` and ``url_file`` (the whole URL, for
+    the sandbox inventory; written once the receiver answers, removed when it stops). Every POST is
+    appended to ``record_file`` (JSON lines: seq, received_at, epoch, accepted, status,
+    content_type, body); ``received()`` reads it, ``received_via_http()`` asks the receiver.
+    """
+
+    name = "webhook"
+    ready_timeout = 15.0
+    stop_timeout = 5.0
+
+    def __init__(self, base_dir, port=None, host="127.0.0.1", python=None):
+        super().__init__(base_dir, port, host)
+        self.python = python or sys.executable
+
+    token_file = property(lambda self: self.dir / "token")
+    url_file = property(lambda self: self.dir / "hook.url")
+    record_file = property(lambda self: self.dir / "received.jsonl")
+
+    @property
+    def token(self):
+        return self.token_file.read_text().strip()
+
+    @property
+    def hook_url(self):
+        return "%s/hooks/%s" % (self.url, self.token)
+
+    @staticmethod
+    def _write_secret(path, text):
+        tmp = path.with_name(".%s.%d" % (path.name, os.getpid()))
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(text + "\n")
+        os.replace(tmp, path)
+
+    def prepare(self):
+        """A fresh token for every start of the sandbox; earlier records are kept (they carry their incident)."""
+        super().prepare()
+        self._write_secret(self.token_file, secrets.token_urlsafe(24))
+
+    def command(self):
+        return [self.python, STATUSPAGE, "--host", self.host, "--port", str(self.port),
+                "--token-file", self.token_file, "--record", self.record_file]
+
+    def ready(self):
+        return http_get(self.url + "/health", timeout=1.0)[0] == 200
+
+    def start(self):
+        super().start()
+        self._write_secret(self.url_file, self.hook_url)
+        return self
+
+    def stop(self):
+        super().stop()
+        self.url_file.unlink(missing_ok=True)
+
+    def received(self):
+        """Every recorded POST, oldest first, from the record file."""
+        if not self.record_file.exists():
+            return []
+        with open(self.record_file, encoding="utf-8") as handle:
+            return [json.loads(line) for line in handle if line.strip()]
+
+    def received_via_http(self):
+        """Every recorded POST as the running receiver lists it (GET on the webhook URL)."""
+        status, body = http_get(self.hook_url, timeout=5.0)
+        if status != 200:
+            raise ServiceError("webhook receiver: GET on the webhook URL answered %d" % status)
+        return json.loads(body.decode())
+
+    def notifications(self, incident=None, event=None):
+        """Bodies of the accepted POSTs, optionally only those of ``incident`` and/or ``event``."""
+        out = []
+        for record in self.received():
+            body = record.get("body")
+            if not record.get("accepted") or not isinstance(body, dict):
+                continue
+            if incident is not None and body.get("incident") != incident:
+                continue
+            if event is not None and body.get("event") != event:
+                continue
+            out.append(dict(body, received_at=record["received_at"], received_epoch=record["epoch"]))
+        return out
+
+    def to_state(self):
+        state = super().to_state()
+        state.update(python=self.python, url_file=str(self.url_file), record_file=str(self.record_file))
+        return state
+
+    def _restore(self, state):
+        self.python = state["python"]
+
+
+CLASSES = {cls.__name__: cls
+           for cls in (PostgresCluster, MotoServer, DemoApp, HAProxy, Prometheus, WebhookReceiver)}
 
 
 def from_state(state):

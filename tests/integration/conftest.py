@@ -14,6 +14,8 @@ every process is stopped by its PID when the session ends.
   haproxy      HAProxy: url, port, socket, map_file, map_key; admin(cmd), use_backend(be),
                current_backend(), reset(), reload(), worker_pid()
   prometheus   Prometheus: url, port; query(promql)
+  webhook      WebhookReceiver (status page stub): url, port, hook_url (a credential: /hooks/<token>),
+               token, record_file; received(), received_via_http(), notifications(incident, event)
   services_dir the session's base directory (mode 0755, removed at the end)
   demo_releases function scope: a fresh dir with releases/v1 (good), releases/v2 (bad:
                error_rate 30) and current -> releases/v1
@@ -132,6 +134,16 @@ def prometheus(services_dir, demo_apps):
         yield prom
     finally:
         _stop(prom)
+
+
+@pytest.fixture(scope="session")
+def webhook(services_dir):
+    receiver = services.WebhookReceiver(services_dir)
+    try:
+        _start(receiver)
+        yield receiver
+    finally:
+        _stop(receiver)
 
 
 @pytest.fixture

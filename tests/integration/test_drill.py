@@ -3,7 +3,8 @@
 The sandbox (``python -m sandbox up``) is brought up by this module and brought down in
 teardown, unless it was already up before (then it is left as found). Its ports
 (25432, 25000, 28080-28082, 29090) are reserved for the sandbox, so the session fixtures
-on free ports never collide with it.
+on free ports never collide with it. Its webhook receiver (status page stub) takes a free port;
+the sandbox inventory posts the incident's notifications to it.
 """
 
 import json
@@ -90,11 +91,21 @@ def test_drill_bad_release_and_bad_writes_rolled_back(sandbox):
     assert measures["time_to_rollback"] == pytest.approx(events["restored"] - events["started"], abs=0.01)
     assert measures["recovery_time"] == pytest.approx(events["verified"] - events["began"], abs=0.01)
     assert 0 < measures["data_loss_window"] < 300
+    # the sandbox's status page (webhook receiver) got the drill's notifications; the first is measured
+    receiver = services.from_state(sandbox["services"]["webhook"])
+    received = receiver.notifications(incident=report["incident"])
+    assert [body["event"] for body in received] == ["start", "level", "done"]
+    assert received[0]["environment"] == "sandbox" and received[0]["title"] == report["title"]
+    assert received[2]["outcome"] == "restored"
+    assert isinstance(measures["first_status_update"], float) and measures["first_status_update"] >= 0
+    assert [o["status"] for o in report["objectives"] if o["name"] == "first_status_update"] in (["pass"], ["fail"])
     # no secret of the inventory in the journal, the report or the deployment records
     password = (STATE / "postgres.password").read_text().strip()
     for path in [pathlib.Path(report["journal"]["path"])] + list(report_md.parent.glob(report_md.stem + ".*")) \
             + list((DRILLS / "deployments").rglob("*.json")):
         assert password not in path.read_text(errors="replace"), path
+        assert receiver.token not in path.read_text(errors="replace"), path
+    assert receiver.token not in result.stdout + result.stderr
     assert oct(pathlib.Path(report["journal"]["path"]).stat().st_mode & 0o777) == "0o600"
 
 
