@@ -1,7 +1,7 @@
 """Measured RTO and RPO of DR tiers 1-3 in podman containers, against the objectives (figures, never asserted).
 
 The bench runs the project's own Molecule scenarios, unchanged, one after the other:
-  tier 1  extensions/molecule/rollback_levels  (dr_service_disruption; its verify.yml kills demoapp, the role
+  tier 1  extensions/molecule/rollback_code    (dr_service_disruption; its verify.yml kills demoapp, the role
           restarts it; then a release v3 that crashes at start, the role escalates to rollback_code -> v1)
   tier 2  extensions/molecule/dr_sites         (dr_datacenter_failover; site_a is podman-stopped while a writer
           commits one row per transaction, the role fails over to site_b on its primary-down path)
@@ -39,14 +39,15 @@ Objectives (verdict: the strictest bound met, or MISS):
 
 Run: .venv/bin/python tests/bench/bench_dr_containers.py   (about 8 minutes on 2 quiet cores, more under load;
 root podman and the image of scripts/build_image.sh).
-BENCH_DR_CONTAINERS_SCENARIOS="rollback_levels,dr_sites,dr_rebuild" selects the tiers. It uses the scenarios'
+BENCH_DR_CONTAINERS_SCENARIOS="rollback_code,dr_sites,dr_rebuild" selects the tiers. It uses the scenarios'
 fixed container names: never run it while someone else runs those scenarios (a CI rehearsal, make molecule).
 Molecule logs: .cache/bench_dr_containers/<scenario>.log. `make bench` runs it with the others (tests/bench/run.py).
 
 Measured 2026-11-23 on a 2-core machine with 23 GB RAM, QUIET (no other container running, load average 1.1-2.4):
 two whole runs, 05:20 (7 min 50 s) and 05:34 (7 min 3 s, the final code), given as "first / second"; dr_sites
 also alone at 05:28 and 05:31, given in brackets (load 1.2-4.2):
-  molecule test wall time        rollback_levels 233.7 / 218.7 s, dr_sites 130.9 / 102.8 s (97.4, 114.0),
+  molecule test wall time        rollback_levels (levels 1-3 and tier 1, since split) 233.7 / 218.7 s,
+                                 dr_sites 130.9 / 102.8 s (97.4, 114.0),
                                  dr_rebuild 74.5 / 72.5 s
   T1 killed demoapp              kill -> restarted and verified 18.1 / 16.1 s (restart task done 10.6 / 9.0 s after
                                  the kill; role run 15.6 / 13.9 s, no task over 3.1 s) - PASS vs API 5 min;
@@ -105,7 +106,7 @@ from figures import figure  # noqa: E402  pylint: disable=wrong-import-position
 
 BENCH = "dr_containers"
 SCENARIOS = [s.strip() for s in os.environ.get("BENCH_DR_CONTAINERS_SCENARIOS",
-                                               "rollback_levels,dr_sites,dr_rebuild").split(",") if s.strip()]
+                                               "rollback_code,dr_sites,dr_rebuild").split(",") if s.strip()]
 MOLECULE = str(ROOT / ".venv" / "bin" / "molecule")
 INVENTORY = ROOT / "inventories" / "example_production" / "group_vars"
 LOGS = ROOT / ".cache" / "bench_dr_containers"
@@ -529,9 +530,9 @@ def main():
         raise SystemExit("stopped by signal %d" % signum)
 
     signal.signal(signal.SIGTERM, stop)
-    unknown = set(SCENARIOS) - {"rollback_levels", "dr_sites", "dr_rebuild"}
+    unknown = set(SCENARIOS) - {"rollback_code", "dr_sites", "dr_rebuild"}
     if unknown:
-        raise SystemExit("BENCH_DR_CONTAINERS_SCENARIOS: unknown %s (rollback_levels, dr_sites, dr_rebuild)"
+        raise SystemExit("BENCH_DR_CONTAINERS_SCENARIOS: unknown %s (rollback_code, dr_sites, dr_rebuild)"
                          % ", ".join(sorted(unknown)))
     obj = objectives()
     img = image()
@@ -539,7 +540,7 @@ def main():
     figure(BENCH, "other containers running at the start",
            len(podman("ps", "--format", "{{.Names}}").stdout.split()))
     base = pathlib.Path(tempfile.mkdtemp(prefix="bench-dr-containers-", dir="/tmp"))
-    steps = {"rollback_levels": tier1, "dr_sites": tier2, "dr_rebuild": tier3}
+    steps = {"rollback_code": tier1, "dr_sites": tier2, "dr_rebuild": tier3}
     try:
         for name in SCENARIOS:
             scn = Scenario(name, img, base, json_stdout=name == "dr_sites")

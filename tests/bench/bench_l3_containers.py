@@ -6,13 +6,13 @@ For each fleet size N (BENCH_L3_HOSTS, default "1,5,10"), on a podman network of
      wait for ``systemctl is-system-running --wait``); names ``fsr-bench-l3-<run id>-app<k>`` / ``-lb``, label
      ``failsafe.recovery.bench=l3`` (not the Molecule label: Molecule runs of other people remove those). The lb's
      :80 and every app's :8080 are published on 127.0.0.1 (free ports), so the health gates stay on 127.0.0.0/8.
-  2. the rollback_levels Molecule scenario's own prepare.yml (not a copy) with ansible-playbook against an
-     inventory of these containers (groups app and lb, connection containers.podman.podman): demoapp v1 on every
-     app host, HAProxy over every host of group app, failsafe.recovery.deploy_snapshot records v1, then the bad v2
-     (code, HAProxy configuration v2, flag on). Checked: through the lb every app host answers v2.
+  2. the rollback level Molecule scenarios' own prepare.yml (molecule/resources/rollback_levels, not a copy) with
+     ansible-playbook against an inventory of these containers (groups app and lb, connection
+     containers.podman.podman): demoapp v1 on every app host, HAProxy over every host of group app,
+     failsafe.recovery.deploy_snapshot records v1, then the bad v2 (code, HAProxy configuration v2, flag on). Checked: through the lb every app host answers v2.
   3. LEVEL 3, timed from ansible-playbook start to its exit (every batch verified): playbooks/rollback_code.yml
-     (serial = rollback_code_batch_size, any_errors_fatal) with the role vars of the scenario's converge.yml level-3
-     play (strategy symlink, deploy_to /opt/demoapp, the deployment records, service demoapp), batch size 1 for
+     (serial = rollback_code_batch_size, any_errors_fatal) with the role vars of the rollback_code scenario's
+     level-3 play (strategy symlink, deploy_to /opt/demoapp, the deployment records, service demoapp), batch size 1 for
      N=1 and ceil(N/3) otherwise (BENCH_L3_BATCH overrides), rollback_code_batch_delay BENCH_L3_DELAY (default 0 s),
      health gate per host (so per batch): that host's own published port answers version v1 and the lb's /health is
      200 (timeout BENCH_L3_GATE_TIMEOUT, default 30 s; interval 1 s, the role default). The scenario gates on
@@ -21,8 +21,8 @@ For each fleet size N (BENCH_L3_HOSTS, default "1,5,10"), on a podman network of
   4. verified after the run (the bench fails, exit 1, when wrong): 4N requests through the lb (round robin) reach
      every app host and every answer is v1; every host's ``current`` links to releases/v1; the role changed every
      host.
-  5. for N=1 only: the converge.yml plays "Level 1 - ..." (rollback_feature_flag) and "Level 2 - ..."
-     (rollback_config), loaded from that file and run one by one, each timed; checked: the flag file has
+  5. for N=1 only: the converge.yml plays "Level 1 - ..." of the rollback_feature_flag scenario and "Level 2 - ..."
+     of the rollback_config scenario, loaded from those files and run one by one, each timed; checked: the flag file has
      new-checkout defaultVariant off with no targeting, and the lb answers with X-Config v1 (v2 before).
 Containers and network are removed by name after each N and at exit. Timings are FIGURE lines, never asserted.
 
@@ -79,7 +79,9 @@ from sandbox import services  # noqa: E402  pylint: disable=wrong-import-positio
 from sandbox.runner import run_playbook  # noqa: E402  pylint: disable=wrong-import-position
 
 BENCH = "l3_containers"
-SCENARIO = ROOT / "extensions" / "molecule" / "rollback_levels"
+MOLECULE = ROOT / "extensions" / "molecule"
+SCENARIO = MOLECULE / "rollback_code"  # its vars/scenario.yml: nothing broken
+PREPARE = MOLECULE / "resources" / "rollback_levels" / "prepare.yml"
 HOSTS = [int(n) for n in os.environ.get("BENCH_L3_HOSTS", "1,5,10").split(",") if n.strip()]
 FIXED_BATCH = int(os.environ.get("BENCH_L3_BATCH", "0"))
 DELAY = int(os.environ.get("BENCH_L3_DELAY", "0"))
@@ -221,9 +223,9 @@ def task_durations(res):
     return out
 
 
-def converge_play(prefix):
-    """The play of the scenario's converge.yml whose name starts with ``prefix``, as a one-play playbook."""
-    plays = yaml.safe_load((SCENARIO / "converge.yml").read_text())
+def converge_play(scenario, prefix):
+    """The play of ``scenario``'s converge.yml whose name starts with ``prefix``, as a one-play playbook."""
+    plays = yaml.safe_load((MOLECULE / scenario / "converge.yml").read_text())
     found = [p for p in plays if p["name"].startswith(prefix)]
     if len(found) != 1:
         raise SystemExit("converge.yml has %d plays named %r..." % (len(found), prefix))
@@ -267,7 +269,7 @@ def level3(fleet, tag):
 def level1_2(fleet, tag):
     extra = {"rollback_levels_lb_port": fleet.ports[fleet.lb]}
     path = fleet.base / "level1.yml"
-    path.write_text(yaml.safe_dump(converge_play("Level 1 ")))
+    path.write_text(yaml.safe_dump(converge_play("rollback_feature_flag", "Level 1 ")))
     seconds, dummy = playbook(path, fleet, "level 1", extra)
     figure(BENCH, "%s: LEVEL 1 rollback_feature_flag (converge play), start to verified" % tag, round(seconds, 2),
            "s")
@@ -279,7 +281,7 @@ def level1_2(fleet, tag):
     dummy, configs = fleet.through_lb()
     check("%s: before level 2 the lb answers with configuration v2" % tag, configs == {"v2"}, str(configs))
     path = fleet.base / "level2.yml"
-    path.write_text(yaml.safe_dump(converge_play("Level 2 ")))
+    path.write_text(yaml.safe_dump(converge_play("rollback_config", "Level 2 ")))
     seconds, dummy = playbook(path, fleet, "level 2", extra)
     figure(BENCH, "%s: LEVEL 2 rollback_config (converge play), start to verified" % tag, round(seconds, 2), "s")
     seen, configs = fleet.through_lb()
@@ -294,7 +296,7 @@ def one_fleet(fleet):
     figure(BENCH, "%s: %d containers started and booted (systemd)" % (tag, fleet.count + 1),
            round(time.monotonic() - start, 1), "s")
     figure(BENCH, "%s: load average (1 min) before prepare" % tag, load())
-    seconds, dummy = playbook(SCENARIO / "prepare.yml", fleet, "rollback_levels/prepare.yml")
+    seconds, dummy = playbook(PREPARE, fleet, "rollback_levels/prepare.yml")
     figure(BENCH, "%s: rollback_levels prepare.yml (v1, record, bad v2)" % tag, round(seconds, 1), "s")
     seen, dummy = fleet.through_lb()
     check("%s: before the rollback every app host answers v2 through the lb" % tag,
