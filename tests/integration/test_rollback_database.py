@@ -614,3 +614,85 @@ def test_restored_ledger_ddl_matches_pg_restore_point(cluster):
         assert row == "archived 0/3000090 1"
     finally:
         cluster.psql("DROP SCHEMA %s CASCADE; DROP SCHEMA %s CASCADE" % (role_schema, module_schema))
+
+
+# ----------------------------------------------------------------------------- a journal that cannot be written
+
+JOURNAL_PROBLEM = "The incident journal note of this failure could not be written: Cannot append to journal "
+
+
+def _unwritable_journal(tmp_path):
+    """An open incident whose journal cannot be written: the journal's directory is a regular file (root ignores
+    modes, not this), as when the incident directory vanished or was replaced after the incident was opened."""
+    blocker = tmp_path / "incidents_gone"
+    blocker.write_text("a regular file where the incident directory was\n")
+    journal = blocker / "broken.jsonl"
+    return {"incident_journal_path": str(journal), "incident_id": "broken_journal"}, journal
+
+
+def test_pitr_rescue_with_unwritable_journal_still_fails_naming_the_step(cluster, tmp_path):
+    uid = uuid.uuid4().hex[:8]
+    point, table = _prepare(cluster, uid)
+    timeline = _timeline(cluster)
+    journal_vars, journal = _unwritable_journal(tmp_path)
+    result = _playbook(tmp_path, cluster, rollback_database_target_name=point["name"],
+                       rollback_database_assertions=[{"name": "impossible", "sql": "SELECT count(*) FROM %s" % table,
+                                                      "expect": "999"}], **journal_vars)
+    assert result.rc != 0
+    # the journal write failed inside the rescue, and the rescue went on to the role's own failure
+    assert _task(result, "Append the event to the journal")["failed"]
+    final = _task(result, "Rescue | fail naming the step")
+    assert final["failed"] and final["msg"].startswith("rollback_database to %s failed at step 'Run the integrity assertions'"
+                                                       % point["name"]), final["msg"]
+    assert "original data directory" in final["msg"] and "failed restore is kept in" in final["msg"]
+    assert JOURNAL_PROBLEM + str(journal) in final["msg"] and "Not a directory" in final["msg"], final["msg"]
+    assert cluster.password not in final["msg"]
+    # the last failure the operator sees is the role's, not the journal's
+    assert [n for n, r in result.task_results() if r.get("failed")][-1].endswith("Rescue | fail naming the step")
+    # the rescue put the original back: the post-point rows, same timeline, primary, the failed restore kept aside
+    assert _rows(cluster, table) == "1:0,2:0,3:-1"
+    assert _timeline(cluster) == timeline and cluster.psql("SELECT pg_is_in_recovery()") == "f"
+    safety = _task(result, "Create the safety restore point")["point"]["name"]
+    kept = pathlib.Path(cluster.data_dir + ".failed_rollback_" + safety[len("pre_rollback_"):])
+    assert (kept / "PG_VERSION").is_file()
+    assert journal.parent.is_file() and not journal.exists()
+
+
+def test_dump_with_unwritable_journal_rescue_fails_loudly_success_warns(cluster, tmp_path):
+    uid = uuid.uuid4().hex[:8]
+    db, dumps, dummy, good = _prepare_dump(cluster, uid)
+    original_oid = _db_oid(cluster, db)
+    writes, marker = _writes(tmp_path)
+    journal_vars, journal = _unwritable_journal(tmp_path)
+    try:
+        failed = _playbook(tmp_path, cluster, rollback_database_method="dump", rollback_database_dump_file=str(good),
+                           rollback_database_assertions=[{"name": "impossible", "sql": "SELECT count(*) FROM accounts",
+                                                          "expect": "999"}], **writes, **journal_vars)
+        assert failed.rc != 0
+        assert _task(failed, "Append the event to the journal")["failed"]
+        final = _task(failed, "Rescue | fail naming the step")
+        assert final["msg"].startswith("rollback_database of database %s from the dump %s failed at step "
+                                       "'Run the integrity assertions'" % (db, good)), final["msg"]
+        assert "original database is back under its name" in final["msg"]
+        assert JOURNAL_PROBLEM + str(journal) in final["msg"] and "Not a directory" in final["msg"], final["msg"]
+        assert cluster.password not in final["msg"]
+        # the rescue put the original database back (same oid, its rows, open), no copy left, writes resumed
+        assert _db_oid(cluster, db) == original_oid and _db_rows(cluster, db) == "1:0,2:0,3:-1"
+        assert _databases(cluster, db) == [db]
+        assert cluster.psql("SELECT datallowconn FROM pg_database WHERE datname = '%s'" % db) == "t"
+        assert marker.read_text() == "stop\nresume\n"
+
+        # a successful rollback whose note cannot be written succeeds, with a warning saying so
+        result = _playbook(tmp_path, cluster, rollback_database_method="dump", rollback_database_dump_file=str(good),
+                           **journal_vars)
+        assert result.rc == 0, result.stdout[-3000:]
+        assert _task(result, "Append the event to the journal")["failed"]
+        record = _task(result, "Record the result")["ansible_facts"]["rollback_database_result"]
+        assert _db_rows(cluster, db) == "1:100,2:200"
+        assert _db_oid(cluster, record["safety_copy"]) == original_oid
+        warning = _task(result, "Warn that the rollback succeeded but its journal note could not be written")["msg"]
+        assert warning.startswith("WARNING: rollback_database succeeded on localhost") and str(journal) in warning
+        assert "Cannot append to journal" in warning and "Not a directory" in warning, warning
+        assert "Rescue | fail naming the step" not in _tasks(result)
+    finally:
+        shutil.rmtree(dumps, ignore_errors=True)

@@ -312,3 +312,52 @@ def test_failed_files_restore_puts_files_back_after_database(site):
     assert result["done"] == ["database"] and result["failed_component"] == "files"
     assert result["failed_task"].endswith("Files | check the restored files against the manifest of the backup")
     assert sorted(result["timings"]) == ["database"]
+
+
+def test_unwritable_journal_neither_hides_the_failure_nor_fails_a_rollback(site):
+    """The incident journal cannot be written (its directory is a regular file: root ignores modes, not this)."""
+    site.good_state().bad_deploy()
+    aside_before = site.aside()
+    blocker = site.base / "incidents_gone"
+    blocker.write_text("a regular file where the incident directory was\n")
+    journal = blocker / "broken.jsonl"
+    broken = {"incident_journal_path": str(journal), "incident_id": "broken_journal"}
+    problem = "The incident journal note of this failure could not be written: Cannot append to journal %s" % journal
+
+    # the files restore fails after the database was rolled back: the role's own failure, with the journal problem
+    res = site.rollback(rollback_full_system_components=["database", "files"],
+                        rollback_full_system_files_manifest="NO_SUCH_MANIFEST.sha256", **broken)
+    assert res.rc != 0
+    msg = task(res, "Rescue | fail naming the component and the step")["msg"]
+    assert msg.startswith("rollback_full_system failed on app1 in component 'files' at step "
+                          "'Files | check the restored files against the manifest of the backup'"), msg
+    assert "Rolled back before the failure: database; not rolled back: files." in msg, msg
+    assert problem in msg and "Not a directory" in msg and site.cluster.password not in msg, msg
+    assert task(res, "Append the event to the journal")["failed"]  # the last one: the rescue's note
+    # the database's notes could not be written either: warnings, not a failure, and the rollback went on to files
+    warning = task(res, "Component | warn that it is rolled back but its journal note could not be written")["msg"]
+    assert warning.startswith("WARNING: database is rolled back on app1 and stays so") and str(journal) in warning
+    assert "Not a directory" in warning, warning
+    assert "Not a directory" in task(res, "Warn that the rollback succeeded but its journal note could not be written")["msg"]
+    # the state the rescue leaves, as without a journal problem
+    now = site.snapshot()
+    assert now["rows"] == site.good["rows"] and now["files"] == site.bad["files"]
+    assert now["link"] == site.bad["link"] and now["config"] == site.bad["config"]
+    new = sorted(set(site.aside()) - set(aside_before))
+    assert not [name for name in new if name.startswith("uploads.pre_rollback_")], new
+    failed_copy = [name for name in new if name.startswith("uploads.failed_rollback_")]
+    assert len(failed_copy) == 1 and archives.tree(site.files.parent / failed_copy[0]) == site.good["files"], new
+    result = task(res, "Publish what the full system rollback did")["ansible_facts"]["rollback_full_system_result"]
+    assert result["done"] == ["database"] and result["failed_component"] == "files" and result["message"] == msg
+
+    # the files alone, with their manifest: rolled back and the play succeeds; the note's failure is a warning only
+    res = site.rollback(rollback_full_system_components=["files"], **broken)
+    assert res.rc == 0, res.stdout[-3000:]
+    assert site.snapshot()["files"] == site.good["files"]
+    warning = task(res, "Component | warn that it is rolled back but its journal note could not be written")["msg"]
+    assert warning.startswith("WARNING: files is rolled back on app1 and stays so") and "Not a directory" in warning
+    assert not ran(res, "Rescue | remember the failed component and step")
+    result = task(res, "Publish what the full system rollback did")["ansible_facts"]["rollback_full_system_result"]
+    assert result["done"] == ["files"] and result["failed_component"] == "" and result["message"] == ""
+    assert archives.tree(pathlib.Path(result["files"]["safety_copy"])) == site.bad["files"]
+    assert blocker.is_file() and not journal.exists()
