@@ -72,7 +72,7 @@ also alone at 05:28 and 05:31, given in brackets (load 1.2-4.2):
                                  5 min user data bound only - and rpo_bytes 0: rpo_seconds is now - the last replayed
                                  commit when the role reads the standby, after the dead-primary probe (an upper bound;
                                  the real loss was 0)
-  T2 site_a podman-killed        (one run, 07:33, load 1.2-2.1) kill -> site_b primary takes writes 27.0 s, traffic
+  T2 site_a podman-killed        (one run, 07:26, load 1.2-2.1) kill -> site_b primary takes writes 27.0 s, traffic
   (power cut)                    on site_b and gate passed 35.4 s (role run 33.2 s) - PASS vs database 10 min / API
                                  5 min; 98 writer rows committed on site_a (read after its crash recovery), 98 on
                                  site_b: 0 lost, measured RPO 0 s - PASS vs critical 0 min; the role reported
