@@ -351,3 +351,28 @@ def test_check_mode_writes_nothing(runs, receiver):
     assert not (runs["dir"] / "dry-inc-d.jsonl").exists()
     assert not (runs["dir"] / "reports" / "dry-inc-d.md").exists()
     assert receiver.bodies("/dry") == []
+
+
+def test_record_per_host_writes_every_hosts_event(tmp_path):
+    """Two hosts share one include of `record`: by default the play's event is written once (the first host's);
+    with incident_event_per_host each host writes its own, as rollback_database and rollback_full_system do."""
+    inventory = tmp_path / "inventory.ini"
+    inventory.write_text("".join("%s ansible_connection=local ansible_python_interpreter=%s\n" % (host, sys.executable)
+                                 for host in ("db1", "db2")))
+    play = [{"name": "notes from two hosts", "hosts": "all", "gather_facts": False, "tasks": [
+        _role("open"),
+        _role("record", incident_event="note", incident_event_message="per host from {{ inventory_hostname }}",
+              incident_event_per_host=True),
+        _role("record", incident_event="note", incident_event_message="once from {{ inventory_hostname }}"),
+        _role("close"),
+    ]}]
+    path = tmp_path / "play.yml"
+    path.write_text(yaml.safe_dump(play, sort_keys=False))
+    result = run_playbook(path, inventory=inventory, timeout=300, extra_vars={
+        "incident_dir": str(tmp_path / "incidents"), "incident_environment": "per-host", "incident_id": "per-host-1",
+        "awx_user_name": ACTOR})
+    assert result.rc == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    notes = [r["message"] for r in _journal(tmp_path / "incidents" / "per-host-1.jsonl")
+             if r.get("kind") == "event" and r.get("event") == "note"]
+    assert sorted(n for n in notes if n.startswith("per host")) == ["per host from db1", "per host from db2"]
+    assert len([n for n in notes if n.startswith("once")]) == 1, notes

@@ -640,7 +640,7 @@ def test_pitr_rescue_with_unwritable_journal_still_fails_naming_the_step(cluster
                                                       "expect": "999"}], **journal_vars)
     assert result.rc != 0
     # the journal write failed inside the rescue, and the rescue went on to the role's own failure
-    assert _task(result, "Append the event to the journal")["failed"]
+    assert _task(result, "Append the event to the journal for this host")["failed"]
     final = _task(result, "Rescue | fail naming the step")
     assert final["failed"] and final["msg"].startswith("rollback_database to %s failed at step 'Run the integrity assertions'"
                                                        % point["name"]), final["msg"]
@@ -669,7 +669,7 @@ def test_dump_with_unwritable_journal_rescue_fails_loudly_success_warns(cluster,
                            rollback_database_assertions=[{"name": "impossible", "sql": "SELECT count(*) FROM accounts",
                                                           "expect": "999"}], **writes, **journal_vars)
         assert failed.rc != 0
-        assert _task(failed, "Append the event to the journal")["failed"]
+        assert _task(failed, "Append the event to the journal for this host")["failed"]
         final = _task(failed, "Rescue | fail naming the step")
         assert final["msg"].startswith("rollback_database of database %s from the dump %s failed at step "
                                        "'Run the integrity assertions'" % (db, good)), final["msg"]
@@ -686,7 +686,7 @@ def test_dump_with_unwritable_journal_rescue_fails_loudly_success_warns(cluster,
         result = _playbook(tmp_path, cluster, rollback_database_method="dump", rollback_database_dump_file=str(good),
                            **journal_vars)
         assert result.rc == 0, result.stdout[-3000:]
-        assert _task(result, "Append the event to the journal")["failed"]
+        assert _task(result, "Append the event to the journal for this host")["failed"]
         record = _task(result, "Record the result")["ansible_facts"]["rollback_database_result"]
         assert _db_rows(cluster, db) == "1:100,2:200"
         assert _db_oid(cluster, record["safety_copy"]) == original_oid

@@ -333,7 +333,7 @@ def test_unwritable_journal_neither_hides_the_failure_nor_fails_a_rollback(site)
                           "'Files | check the restored files against the manifest of the backup'"), msg
     assert "Rolled back before the failure: database; not rolled back: files." in msg, msg
     assert problem in msg and "Not a directory" in msg and site.cluster.password not in msg, msg
-    assert task(res, "Append the event to the journal")["failed"]  # the last one: the rescue's note
+    assert task(res, "Append the event to the journal for this host")["failed"]  # the last one: the rescue's note
     # the database's notes could not be written either: warnings, not a failure, and the rollback went on to files
     warning = task(res, "Component | warn that it is rolled back but its journal note could not be written")["msg"]
     assert warning.startswith("WARNING: database is rolled back on app1 and stays so") and str(journal) in warning
