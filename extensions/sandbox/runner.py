@@ -87,6 +87,30 @@ def run_playbook(playbook, inventory=None, extra_vars=None, check=False, diff=Fa
     return PlaybookResult(proc)
 
 
+def _run_local_play(play, check=False, diff=False, env=None, timeout=900):
+    """Run a play (a list) on localhost from a temporary file under .cache; a PlaybookResult."""
+    tmpdir = ROOT / ".cache"
+    tmpdir.mkdir(exist_ok=True)
+    with tempfile.NamedTemporaryFile("w", suffix=".yml", dir=str(tmpdir), delete=False) as handle:
+        yaml.safe_dump(play, handle)
+        path = handle.name
+    try:
+        return run_playbook(path, inventory="localhost,", check=check, diff=diff, env=env, timeout=timeout)
+    finally:
+        os.unlink(path)
+
+
+def _local_play(name, tasks, play_vars=None):
+    return [{
+        "name": name,
+        "hosts": "localhost",
+        "connection": "local",
+        "gather_facts": False,
+        "vars": dict(play_vars or {}, ansible_python_interpreter=str(ROOT / ".venv" / "bin" / "python")),
+        "tasks": tasks,
+    }]
+
+
 def run_module(module, args=None, check=False, diff=False, env=None, timeout=600, vars=None):
     """Run one module on localhost and return its result dict.
 
@@ -95,23 +119,24 @@ def run_module(module, args=None, check=False, diff=False, env=None, timeout=600
     ``_rc`` (the ansible-playbook exit code).
     """
     fqcn = module if "." in module else "failsafe.recovery." + module
-    play = [{
-        "name": "run " + fqcn,
-        "hosts": "localhost",
-        "connection": "local",
-        "gather_facts": False,
-        "vars": dict(vars or {}, ansible_python_interpreter=str(ROOT / ".venv" / "bin" / "python")),
-        "tasks": [{"name": "module under test", fqcn: args or {}}],
-    }]
-    tmpdir = ROOT / ".cache"
-    tmpdir.mkdir(exist_ok=True)
-    with tempfile.NamedTemporaryFile("w", suffix=".yml", dir=str(tmpdir), delete=False) as handle:
-        yaml.safe_dump(play, handle)
-        path = handle.name
-    try:
-        res = run_playbook(path, inventory="localhost,", check=check, diff=diff, env=env, timeout=timeout)
-    finally:
-        os.unlink(path)
+    play = _local_play("run " + fqcn, [{"name": "module under test", fqcn: args or {}}], vars)
+    res = _run_local_play(play, check=check, diff=diff, env=env, timeout=timeout)
     result = dict(res.result("module under test"))
     result["_rc"] = res.rc
     return result
+
+
+def run_role(role, role_vars=None, show=None, check=False, env=None, timeout=900):
+    """Run one role on localhost inside a block whose ``always`` shows ``show`` (a dict of Jinja expressions, such
+    as the role's result fact, read even when the role failed). Returns (PlaybookResult, the dict shown).
+
+    ``role`` is a short name of this collection (``dr_complete_rebuild``) or an FQCN.
+    """
+    fqcn = role if "." in role else "failsafe.recovery." + role
+    play = _local_play("run " + fqcn, [{
+        "name": "role under test",
+        "block": [{"name": "run the role", "ansible.builtin.include_role": {"name": fqcn}, "vars": role_vars or {}}],
+        "always": [{"name": "show the outcome", "ansible.builtin.debug": {"msg": show or {}}}],
+    }])
+    res = _run_local_play(play, check=check, env=env, timeout=timeout)
+    return res, res.result("show the outcome")["msg"]

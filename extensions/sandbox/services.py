@@ -7,7 +7,7 @@ under its own directory inside one base directory.
 
 Services:
   PostgresCluster  PostgreSQL 15 as user ``postgres``, WAL archived by pgBackRest (posix repo)
-  MotoServer       moto (S3, ELBv2, CloudWatch ...) on plain HTTP
+  MotoServer       moto (S3, ELBv2, CloudWatch ...) on plain HTTP, or HTTPS (tls=True, via stunnel4)
   DemoApp          extensions/sandbox/demoapp.py (or a release directory of it)
   HAProxy          master-worker, one frontend, be_blue / be_green chosen by a map file
   Prometheus       scraping the demo apps every second
@@ -604,13 +604,36 @@ class PostgresCluster(Service):
 # --------------------------------------------------------------------------- moto
 
 class MotoServer(Service):
-    """moto server (plain HTTP) for S3, ELBv2, CloudWatch ... ``aws_params`` feeds the modules."""
+    """moto server for S3, ELBv2, CloudWatch ... ``aws_params`` feeds the modules.
+
+    Plain HTTP by default. ``tls=True``: HTTPS on ``port`` with a self-signed certificate for 127.0.0.1
+    (``ca_file``, written into the service directory; give it to clients as their CA: boto3
+    ``verify=ca_file``, pgBackRest ``repo1-storage-ca-file``). moto itself then listens on plain HTTP on a
+    second, internal port and stunnel4 terminates TLS in front of it: moto's own ``--ssl-cert`` server (werkzeug)
+    answers every request with ``Connection: close`` and drops the socket without a TLS close_notify, which
+    pgBackRest 2.45 (OpenSSL 3) fails on ("TLS error ... unexpected eof while reading").
+    """
 
     name = "moto"
     ready_timeout = 30.0
     region = "us-east-1"
     access_key = "testing"
     secret_key = "testing"
+
+    def __init__(self, base_dir, port=None, host="127.0.0.1", tls=False):
+        super().__init__(base_dir, port, host)
+        self.tls = tls
+        self.backend_port = free_port(host) if tls else self.port
+        self.tunnel = None  # stunnel4 in front of moto when tls
+
+    @property
+    def url(self):
+        return "%s://%s:%d" % ("https" if self.tls else "http", self.host, self.port)
+
+    @property
+    def ca_file(self):
+        """The self-signed certificate clients must trust (tls only), else None."""
+        return str(self.dir / "tls" / "cert.pem") if self.tls else None
 
     @property
     def endpoint_url(self):
@@ -622,27 +645,123 @@ class MotoServer(Service):
                 "access_key": self.access_key, "secret_key": self.secret_key}
 
     def command(self):
-        return [VENV_BIN / "moto_server", "-H", self.host, "-p", str(self.port)]
+        return [VENV_BIN / "moto_server", "-H", self.host, "-p", str(self.backend_port)]
 
     def spawn_kwargs(self):
         env = dict(os.environ, AWS_ACCESS_KEY_ID=self.access_key, AWS_SECRET_ACCESS_KEY=self.secret_key,
                    AWS_DEFAULT_REGION=self.region)
         return {"cwd": str(self.dir), "env": env}
 
+    def prepare(self):
+        super().prepare()
+        if self.tls:
+            self._write_certificate()
+            (self.dir / "tls" / "stunnel.conf").write_text(
+                "foreground = yes\n"
+                "pid =\n"
+                "debug = 4\n"
+                "[s3]\n"
+                "accept = %(host)s:%(port)d\n"
+                "connect = %(host)s:%(backend)d\n"
+                "cert = %(cert)s\n"
+                "key = %(key)s\n"
+                % {"host": self.host, "port": self.port, "backend": self.backend_port, "cert": self.ca_file,
+                   "key": self.dir / "tls" / "key.pem"})
+
+    def _write_certificate(self):
+        """A self-signed certificate (and its key) for the host, valid for two days; kept if already there."""
+        # pylint: disable=import-outside-toplevel
+        import datetime
+        import ipaddress
+        from cryptography import x509
+        from cryptography.hazmat.primitives import hashes, serialization
+        from cryptography.hazmat.primitives.asymmetric import ec
+        from cryptography.x509.oid import NameOID
+        tls_dir = self.dir / "tls"
+        tls_dir.mkdir(parents=True, exist_ok=True)
+        cert_path, key_path = tls_dir / "cert.pem", tls_dir / "key.pem"
+        if cert_path.exists() and key_path.exists():
+            return
+        key = ec.generate_private_key(ec.SECP256R1())
+        subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, self.host)])
+        now = datetime.datetime.now(datetime.timezone.utc)
+        # pgBackRest matches the host name against DNS names only: the address is both an IP and a DNS entry
+        names = [x509.DNSName(self.host), x509.DNSName("localhost")]
+        try:
+            names.append(x509.IPAddress(ipaddress.ip_address(self.host)))
+        except ValueError:
+            pass
+        cert = (x509.CertificateBuilder().subject_name(subject).issuer_name(subject).public_key(key.public_key())
+                .serial_number(x509.random_serial_number())
+                .not_valid_before(now - datetime.timedelta(minutes=5)).not_valid_after(now + datetime.timedelta(days=2))
+                .add_extension(x509.SubjectAlternativeName(names), critical=False)
+                .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+                .sign(key, hashes.SHA256()))
+        key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                               serialization.NoEncryption()))
+        os.chmod(key_path, 0o600)
+        cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+        os.chmod(cert_path, 0o644)
+        os.chmod(tls_dir, 0o755)
+
+    def start(self):
+        if not self.tls:
+            return super().start()
+        if self.process and self.process.alive() and self.tunnel and self.tunnel.alive():
+            return self
+        for port in (self.port, self.backend_port):
+            if port_open(port, self.host):
+                raise ServiceError("%s: port %s:%d is already in use by another process" % (self.name, self.host, port))
+        death = self.stop_signal if self.die_with_parent else None
+        self.process = Process.spawn(self.command(), self.log, parent_death_signal=death, **self.spawn_kwargs())
+        self.tunnel = Process.spawn(["stunnel4", self.dir / "tls" / "stunnel.conf"], self.dir / "stunnel.log",
+                                    parent_death_signal=death, cwd=str(self.dir))
+        self.wait_ready()
+        return self
+
+    def stop(self):
+        if self.tunnel:
+            self.tunnel.stop(signal.SIGTERM, self.stop_timeout)
+        super().stop()
+
     def ready(self):
+        if self.tunnel and not self.tunnel.alive():
+            raise ServiceError("stunnel4 in front of moto exited; see %s" % (self.dir / "stunnel.log"))
+        if self.tls:
+            import ssl  # pylint: disable=import-outside-toplevel
+            context = ssl.create_default_context(cafile=self.ca_file)
+            try:
+                with urllib.request.urlopen(self.url + "/moto-api/", timeout=1.0, context=context) as resp:
+                    return resp.status < 500
+            except urllib.error.HTTPError as exc:
+                return exc.code < 500
         status = http_get(self.url + "/moto-api/", timeout=1.0)[0]
         return status < 500
 
     def reset(self):
-        """Forget every resource (POST /moto-api/reset)."""
-        status, body = http_get(self.url + "/moto-api/reset", data=b"", method="POST")
+        """Forget every resource (POST /moto-api/reset, on moto's own port)."""
+        status, body = http_get("http://%s:%d/moto-api/reset" % (self.host, self.backend_port), data=b"", method="POST")
         if status != 200:
             raise ServiceError("moto reset failed: HTTP %d %s" % (status, body[:200]))
 
     def client(self, service):
         import boto3  # pylint: disable=import-outside-toplevel
         return boto3.client(service, endpoint_url=self.endpoint_url, region_name=self.region,
-                            aws_access_key_id=self.access_key, aws_secret_access_key=self.secret_key)
+                            aws_access_key_id=self.access_key, aws_secret_access_key=self.secret_key,
+                            **({"verify": self.ca_file} if self.tls else {}))
+
+    def to_state(self):
+        state = super().to_state()
+        if self.tls:
+            state.update(tls=True, backend_port=self.backend_port,
+                         tunnel=self.tunnel.to_state() if self.tunnel else None)
+        return state
+
+    def _restore(self, state):
+        self.tls = state.get("tls", False)
+        self.backend_port = state.get("backend_port", self.port)
+        tunnel = state.get("tunnel")
+        self.tunnel = Process(pid=tunnel["pid"], start_time=tunnel.get("start_time")) if tunnel else None
 
 
 # --------------------------------------------------------------------------- demo app

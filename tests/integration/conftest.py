@@ -8,6 +8,7 @@ every process is stopped by its PID when the session ends.
                backup(type), stop(), start(), switch_wal_and_wait(), restore_copy(name, target)
   moto         MotoServer: endpoint_url, url, port, aws_params, region, access_key, secret_key;
                reset(), client(service)
+  moto_tls     MotoServer(tls=True): the same on https, ca_file (its self-signed certificate)
   demo_apps    DemoApps: .blue (v1), .green (v2): url, port, version, pid, config_file;
                set_fault(error_rate, latency_ms, hang, fail_health), reset(), crash(),
                get_json(path), metrics(), stop(), start(), restart(), current_version()
@@ -96,6 +97,19 @@ def postgres(services_dir):
 @pytest.fixture(scope="session")
 def moto(services_dir):
     server = services.MotoServer(services_dir)
+    try:
+        _start(server)
+        yield server
+    finally:
+        _stop(server)
+
+
+@pytest.fixture(scope="session")
+def moto_tls(services_dir):
+    """A second moto on HTTPS (self-signed certificate for 127.0.0.1 in ``ca_file``), for pgBackRest S3 repos."""
+    server = services.MotoServer(services_dir, tls=True)
+    server.name = "moto_tls"
+    server.dir = server.base_dir / server.name
     try:
         _start(server)
         yield server

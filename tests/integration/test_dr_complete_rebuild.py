@@ -6,7 +6,9 @@ and configuration deleted, application stopped, HAProxy sending traffic to a dea
 The role runs through ansible-playbook. Good set: the rows are back exactly, the rebuilt app serves v1 over HTTP
 directly and through HAProxy (now on the rebuilt backend), the configuration is back byte for byte, the result
 carries the recovery point (the dump's time) and per-step timings. Corrupted set (the dump's bytes changed after
-its sidecar was written): refused in the verify step, nothing restored.
+its sidecar was written): refused in the verify step, nothing restored. Check mode: the whole verify step runs
+for real (the S3 checks, the downloads into a work directory, pg_restore --list, the reads), the plan is reported,
+and nothing changes, no work files left.
 """
 
 import datetime
@@ -19,12 +21,13 @@ import subprocess
 import sys
 
 import pytest
-import yaml
 
 from sandbox import archives, services
-from sandbox.runner import ROOT, run_playbook
+from sandbox.runner import run_role
 
-PY = str(ROOT / ".venv" / "bin" / "python")
+# what the tests read after the role ran, also when it failed
+SHOW = {"result": "{{ dr_complete_rebuild_result | default(none) }}",
+        "recovery_point": "{{ dr_complete_rebuild_recovery_point | default('') }}"}
 CONFIG_FILES = {
     "app.ini": b"[app]\nname = shop\nworkers = 4\n",
     "features/flags.json": b'{"checkout_v2": false, "search": true}\n',
@@ -137,26 +140,8 @@ class Site:
             "dr_complete_rebuild_health_interval": 0.5,
         }
 
-    def run(self):
-        play = [{
-            "name": "rebuild the lost system",
-            "hosts": "localhost",
-            "connection": "local",
-            "gather_facts": False,
-            "vars": {"ansible_python_interpreter": PY},
-            "tasks": [{
-                "name": "rebuild",
-                "block": [{"name": "run the role", "ansible.builtin.include_role": {"name": "failsafe.recovery.dr_complete_rebuild"},
-                           "vars": self.role_vars()}],
-                "always": [{"name": "show the result", "ansible.builtin.debug": {"msg": {
-                    "result": "{{ dr_complete_rebuild_result | default(none) }}",
-                    "recovery_point": "{{ dr_complete_rebuild_recovery_point | default('') }}"}}}],
-            }],
-        }]
-        path = self.base / "rebuild.yml"
-        path.write_text(yaml.safe_dump(play))
-        res = run_playbook(path, inventory="localhost,", timeout=600)
-        shown = res.result("show the result")["msg"]
+    def run(self, check=False):
+        res, shown = run_role("dr_complete_rebuild", self.role_vars(), show=SHOW, check=check, timeout=600)
         return res, shown["result"], shown["recovery_point"]
 
     def stop(self):
@@ -250,3 +235,26 @@ def test_corrupted_backup_is_refused_before_anything_changes(site):
     assert result["succeeded"] is False and result["failed_step"] == "verify" and result["steps"] == []
     assert result["backups"]["database"]["passed"] is False
     assert result["backups"]["release"]["passed"] is True and result["backups"]["config"]["passed"] is True
+
+
+def test_check_mode_verifies_the_dump_set_and_changes_nothing(site):
+    site.build_backups()
+    site.start_old_site()
+    site.lose_everything()
+
+    res, result, recovery_point = site.run(check=True)
+    assert res.rc == 0, res.stdout[-5000:]
+
+    plan = res.result("Preflight | check mode, report what the rebuild would do")["msg"]
+    assert "Check mode, nothing changes" in plan, plan
+    assert "s3://%s/%s into database %s" % (site.bucket, site.dump_key, site.db) in plan, plan
+    assert result["check_mode"] is True and result["succeeded"] is True
+    assert result["steps"] == ["verify"] and recovery_point == ""
+    assert all(len(b["sha256"]) == 64 and b["passed"] for b in result["backups"].values())
+
+    # nothing restored, nothing moved, no work files
+    assert not site.db_exists()
+    assert sorted(p.name for p in site.deploy_to.iterdir()) == ["current"]
+    assert not site.config_dir.exists() and list(site.config_dir.parent.iterdir()) == []
+    assert site.proxy.current_backend() == "be_blue"
+    assert not site.app.answers()
