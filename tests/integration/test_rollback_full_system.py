@@ -282,6 +282,18 @@ def test_corrupted_files_backup_refused_nothing_changed(site):
         assert not ran(res, step), step
 
 
+def assert_files_put_back(site, aside_before):
+    """After a failed files restore: the database rolled back, the live files, link and configuration those of the
+    bad deploy again, and the failed restore kept aside (no pre-rollback copy left behind)."""
+    now = site.snapshot()
+    assert now["rows"] == site.good["rows"] and now["files"] == site.bad["files"]
+    assert now["link"] == site.bad["link"] and now["config"] == site.bad["config"]
+    new = sorted(set(site.aside()) - set(aside_before))
+    assert not [name for name in new if name.startswith("uploads.pre_rollback_")], new
+    failed_copy = [name for name in new if name.startswith("uploads.failed_rollback_")]
+    assert len(failed_copy) == 1 and archives.tree(site.files.parent / failed_copy[0]) == site.good["files"], new
+
+
 def test_failed_files_restore_puts_files_back_after_database(site):
     site.good_state().bad_deploy()
     aside_before = site.aside()
@@ -300,14 +312,7 @@ def test_failed_files_restore_puts_files_back_after_database(site):
     assert "in component 'files'" in msg and "Files | check the restored files against the manifest" in msg, msg
     assert "Rolled back before the failure: database; not rolled back: files." in msg, msg
     # the database stays rolled back; the live files are back as they were (the bad deploy's), the failed restore kept
-    now = site.snapshot()
-    assert now["rows"] == site.good["rows"]
-    assert now["files"] == site.bad["files"]
-    assert now["link"] == site.bad["link"] and now["config"] == site.bad["config"]
-    new = sorted(set(site.aside()) - set(aside_before))
-    assert not [name for name in new if name.startswith("uploads.pre_rollback_")], new
-    failed_copy = [name for name in new if name.startswith("uploads.failed_rollback_")]
-    assert len(failed_copy) == 1 and archives.tree(site.files.parent / failed_copy[0]) == site.good["files"], new
+    assert_files_put_back(site, aside_before)
     result = task(res, "Publish what the full system rollback did")["ansible_facts"]["rollback_full_system_result"]
     assert result["done"] == ["database"] and result["failed_component"] == "files"
     assert result["failed_task"].endswith("Files | check the restored files against the manifest of the backup")
@@ -340,13 +345,7 @@ def test_unwritable_journal_neither_hides_the_failure_nor_fails_a_rollback(site)
     assert "Not a directory" in warning, warning
     assert "Not a directory" in task(res, "Warn that the rollback succeeded but its journal note could not be written")["msg"]
     # the state the rescue leaves, as without a journal problem
-    now = site.snapshot()
-    assert now["rows"] == site.good["rows"] and now["files"] == site.bad["files"]
-    assert now["link"] == site.bad["link"] and now["config"] == site.bad["config"]
-    new = sorted(set(site.aside()) - set(aside_before))
-    assert not [name for name in new if name.startswith("uploads.pre_rollback_")], new
-    failed_copy = [name for name in new if name.startswith("uploads.failed_rollback_")]
-    assert len(failed_copy) == 1 and archives.tree(site.files.parent / failed_copy[0]) == site.good["files"], new
+    assert_files_put_back(site, aside_before)
     result = task(res, "Publish what the full system rollback did")["ansible_facts"]["rollback_full_system_result"]
     assert result["done"] == ["database"] and result["failed_component"] == "files" and result["message"] == msg
 
